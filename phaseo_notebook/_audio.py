@@ -1,0 +1,463 @@
+"""Audio inputs: one normalised :class:`AudioSource` per input, checked before anything is sent.
+
+An input may be an http(s) URL, a local path (``str`` or ``os.PathLike``), bytes-like, or a
+``data:audio/...;base64,`` URI. Normalising reads at most a small header of a file: the whole
+content is read only when the request is about to be sent (:meth:`AudioSource.read`), so a run
+over many large files keeps memory bounded.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from ._constants import MAX_AUDIO_BYTES, MAX_URL_LENGTH
+from ._exceptions import AudioInputError
+
+__all__ = [
+    "AudioKind",
+    "AudioSource",
+    "coerce_download",
+    "describe_input",
+    "input_type_name",
+    "mime_for_format",
+    "normalize_audio",
+    "sniff_audio_format",
+]
+
+AudioKind = Literal["url", "path", "bytes", "data_uri"]
+
+_HEADER_BYTES = 64
+_HASH_CHUNK = 1 << 20
+# "scheme:" at the start of a string. A bare path never starts like this on POSIX unless it is
+# something like "notes:v2.wav", so only a known scheme or "scheme://" makes it a URL.
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
+_URL_LIKE_SCHEMES = frozenset(
+    {"http", "https", "file", "ftp", "ftps", "javascript", "data", "s3", "gs", "gcs", "az", "blob"}
+)
+_DATA_URI_RE = re.compile(r"^data:(?P<mime>[^;,]*)(?P<params>(?:;[^;,]*)*),(?P<payload>.*)$", re.S)
+_MIME_BY_FORMAT = {
+    "wav": "audio/wav",
+    "flac": "audio/flac",
+    "ogg": "audio/ogg",
+    "mp3": "audio/mpeg",
+    "aiff": "audio/aiff",
+    "mp4": "audio/mp4",
+    "webm": "audio/webm",
+    "aac": "audio/aac",
+    "amr": "audio/amr",
+    "caf": "audio/x-caf",
+}
+
+
+def sniff_audio_format(header: bytes) -> str | None:
+    """Return the audio container named by the first bytes of a file, or None.
+
+    The extension alone is never trusted: a CSV renamed ``.wav`` is not audio.
+
+    Parameters
+    ----------
+    header
+        The first bytes of the content (32 are enough).
+
+    Returns
+    -------
+    str or None
+        One of ``wav``, ``flac``, ``ogg``, ``mp3``, ``aiff``, ``mp4``, ``webm``, ``aac``,
+        ``amr``, ``caf``, or None when the bytes match none of them.
+
+    Examples
+    --------
+    >>> sniff_audio_format(b"RIFF\\x24\\x00\\x00\\x00WAVEfmt ")
+    'wav'
+    >>> sniff_audio_format(b"name,value\\n") is None
+    True
+    """
+    h = header
+    if len(h) >= 12 and h[:4] in (b"RIFF", b"RIFX", b"RF64") and h[8:12] == b"WAVE":
+        return "wav"
+    if h[:4] == b"fLaC":
+        return "flac"
+    if h[:4] == b"OggS":
+        return "ogg"
+    if len(h) >= 12 and h[:4] == b"FORM" and h[8:12] in (b"AIFF", b"AIFC"):
+        return "aiff"
+    if len(h) >= 12 and h[4:8] == b"ftyp":
+        return "mp4"
+    if h[:4] == b"\x1a\x45\xdf\xa3":
+        return "webm"
+    if h[:3] == b"ID3":
+        return "mp3"
+    if h[:5] == b"#!AMR":
+        return "amr"
+    if h[:4] == b"caff":
+        return "caf"
+    if len(h) >= 2 and h[0] == 0xFF:
+        # ADTS AAC: sync word 0xFFF with layer bits 00; MPEG audio: 0xFFE sync, layer != 00.
+        if h[1] & 0xF6 == 0xF0:
+            return "aac"
+        if h[1] & 0xE0 == 0xE0 and h[1] & 0x06 != 0:
+            return "mp3"
+    return None
+
+
+def mime_for_format(fmt: str) -> str:
+    """Return the MIME type for a format name returned by :func:`sniff_audio_format`.
+
+    Examples
+    --------
+    >>> mime_for_format("mp3")
+    'audio/mpeg'
+    """
+    return _MIME_BY_FORMAT.get(fmt, "application/octet-stream")
+
+
+def describe_input(audio: object, limit: int = 80) -> str:
+    """A short printable description of an input for error messages (never raw bytes).
+
+    Examples
+    --------
+    >>> describe_input("clips/a.wav")
+    "'clips/a.wav'"
+    >>> describe_input(b"RIFF....")
+    '<8 bytes>'
+    """
+    if isinstance(audio, bytes | bytearray | memoryview):
+        return f"<{len(memoryview(audio).cast('B'))} bytes>"
+    if isinstance(audio, str):
+        if audio.startswith("data:"):
+            return f"<data URI, {len(audio)} characters>"
+        text = audio if len(audio) <= limit else audio[: limit - 3] + "..."
+        return repr(text)
+    if isinstance(audio, os.PathLike):
+        return describe_input(os.fspath(audio), limit)
+    text = repr(audio)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"{text} ({type(audio).__name__})"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class AudioSource:
+    """One validated audio input.
+
+    Attributes
+    ----------
+    kind
+        ``"url"``, ``"path"``, ``"bytes"`` or ``"data_uri"``.
+    label
+        A short printable description of the input, for messages.
+    url
+        The URL, for ``kind == "url"``.
+    path
+        The file, for ``kind == "path"``.
+    data
+        The audio bytes, for ``"bytes"`` and ``"data_uri"`` (already decoded).
+    format
+        The sniffed container (``"wav"``, ...); None for URLs until downloaded.
+    size
+        Size in bytes where known.
+    """
+
+    kind: AudioKind
+    label: str
+    url: str | None = None
+    path: Path | None = None
+    data: bytes | None = None
+    format: str | None = None
+    size: int | None = None
+
+    def __repr__(self) -> str:
+        return f"AudioSource(kind={self.kind!r}, input={self.label})"
+
+    @property
+    def mime(self) -> str:
+        """MIME type of the audio (``application/octet-stream`` when unknown)."""
+        return mime_for_format(self.format) if self.format else "application/octet-stream"
+
+    @property
+    def filename(self) -> str:
+        """A file name with an audio extension, for a multipart ``file`` part."""
+        if self.path is not None and self.format and self.path.suffix.lower() == f".{self.format}":
+            return self.path.name
+        stem = self.path.stem if self.path is not None else "audio"
+        return f"{stem or 'audio'}.{self.format or 'wav'}"
+
+    def read(self) -> bytes:
+        """Return the audio bytes, reading a file now (not kept afterwards).
+
+        Raises
+        ------
+        AudioInputError
+            If the file changed since it was checked (vanished, became unreadable or too large).
+        ValueError
+            For a URL, which is not read locally.
+        """
+        if self.data is not None:
+            return self.data
+        if self.path is None:
+            raise ValueError("a URL source has no local bytes; download it first")
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError as err:
+            raise AudioInputError("file does not exist", audio=self.label) from err
+        except PermissionError as err:
+            raise AudioInputError(
+                "file cannot be read (permission denied)", audio=self.label
+            ) from err
+        except OSError as err:
+            raise AudioInputError(
+                f"file cannot be read ({err.strerror})", audio=self.label
+            ) from err
+        _check_size(len(data), self.label)
+        return data
+
+    def identity(self) -> str:
+        """The content identity used for deduplication and cache keys.
+
+        ``"url:" + url`` for URLs (the gateway fetches them, the client never sees the bytes);
+        otherwise the sha256 hex digest of the bytes, streamed for files.
+
+        Examples
+        --------
+        >>> normalize_audio("https://example.com/a.wav").identity()
+        'url:https://example.com/a.wav'
+        """
+        if self.kind == "url":
+            assert self.url is not None
+            return "url:" + self.url
+        if self.data is not None:
+            return hashlib.sha256(self.data).hexdigest()
+        assert self.path is not None
+        digest = hashlib.sha256()
+        try:
+            with self.path.open("rb") as fh:
+                while chunk := fh.read(_HASH_CHUNK):
+                    digest.update(chunk)
+        except OSError as err:
+            raise AudioInputError(
+                f"file cannot be read ({err.strerror})", audio=self.label
+            ) from err
+        return digest.hexdigest()
+
+
+def _check_size(size: int, label: str) -> None:
+    if size == 0:
+        raise AudioInputError("audio is empty (0 bytes)", audio=label)
+    if size > MAX_AUDIO_BYTES:
+        raise AudioInputError(
+            f"audio is {size:,} bytes, over the {MAX_AUDIO_BYTES // 1_000_000} MB limit per file",
+            audio=label,
+        )
+
+
+def _require_audio(header: bytes, label: str) -> str:
+    fmt = sniff_audio_format(header)
+    if fmt is None:
+        raise AudioInputError(
+            "content is not audio (no WAV, FLAC, OGG, MP3, AIFF, MP4, WebM, AAC or AMR header;"
+            f" starts with {header[:8]!r})",
+            audio=label,
+        )
+    return fmt
+
+
+def _is_missing(audio: object) -> bool:
+    if audio is None:
+        return True
+    if isinstance(audio, float) and math.isnan(audio):
+        return True
+    # pandas.NA and NaT without importing pandas here.
+    return type(audio).__name__ in {"NAType", "NaTType"}
+
+
+def normalize_audio(audio: object) -> AudioSource:
+    """Validate one audio input and describe what to send.
+
+    Parameters
+    ----------
+    audio
+        An http(s) URL, a local path (``str`` or ``os.PathLike``), bytes-like, or a
+        ``data:audio/...;base64,`` URI.
+
+    Returns
+    -------
+    AudioSource
+
+    Raises
+    ------
+    AudioInputError
+        For a missing value (None/NaN), an unsupported type, a nonexistent, empty, unreadable
+        or non-audio file, a directory, audio over 25 MB, a malformed URL, a URL with a
+        scheme other than http(s) or with credentials, or a data URI that is not base64 audio.
+
+    Examples
+    --------
+    >>> normalize_audio("https://example.com/clip.mp3").kind
+    'url'
+    >>> normalize_audio(None)
+    Traceback (most recent call last):
+    ...
+    phaseo_notebook._exceptions.AudioInputError: audio input None (NoneType): missing value
+    """
+    if _is_missing(audio):
+        raise AudioInputError("missing value", audio=describe_input(audio))
+    if isinstance(audio, bytes | bytearray | memoryview):
+        return _from_bytes(bytes(audio), describe_input(audio))
+    if isinstance(audio, os.PathLike):
+        fs = os.fspath(audio)
+        return _from_path(fs if isinstance(fs, str) else os.fsdecode(fs))
+    if isinstance(audio, str):
+        text = audio.strip()
+        if not text:
+            raise AudioInputError("empty string", audio=describe_input(audio))
+        match = _SCHEME_RE.match(text)
+        if match:
+            scheme = match.group(1).lower()
+            if scheme == "data":
+                return _from_data_uri(text)
+            if scheme in _URL_LIKE_SCHEMES or text[match.end() : match.end() + 2] == "//":
+                return _from_url(text)
+        return _from_path(audio)
+    raise AudioInputError(
+        f"unsupported type {type(audio).__name__}; expected an http(s) URL, a path,"
+        " bytes or a data:audio/...;base64, URI",
+        audio=describe_input(audio),
+    )
+
+
+def _from_bytes(data: bytes, label: str) -> AudioSource:
+    _check_size(len(data), label)
+    fmt = _require_audio(data[:_HEADER_BYTES], label)
+    return AudioSource(kind="bytes", label=label, data=data, format=fmt, size=len(data))
+
+
+def _from_path(text: str) -> AudioSource:
+    label = describe_input(text)
+    if "\x00" in text:
+        raise AudioInputError("path contains a NUL character", audio=label)
+    path = Path(text).expanduser()
+    try:
+        st = path.stat()
+    except FileNotFoundError as err:
+        raise AudioInputError("file does not exist", audio=label) from err
+    except PermissionError as err:
+        raise AudioInputError("file cannot be read (permission denied)", audio=label) from err
+    except OSError as err:
+        raise AudioInputError(f"path cannot be used ({err.strerror or err})", audio=label) from err
+    if path.is_dir():
+        raise AudioInputError("path is a directory, not an audio file", audio=label)
+    _check_size(st.st_size, label)
+    try:
+        with path.open("rb") as fh:
+            header = fh.read(_HEADER_BYTES)
+    except PermissionError as err:
+        raise AudioInputError("file cannot be read (permission denied)", audio=label) from err
+    except OSError as err:
+        raise AudioInputError(f"file cannot be read ({err.strerror or err})", audio=label) from err
+    fmt = _require_audio(header, label)
+    return AudioSource(kind="path", label=label, path=path, format=fmt, size=st.st_size)
+
+
+def _from_url(text: str) -> AudioSource:
+    label = describe_input(text)
+    if len(text) > MAX_URL_LENGTH:
+        raise AudioInputError(f"URL is longer than {MAX_URL_LENGTH} characters", audio=label)
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+        raise AudioInputError("URL contains whitespace or control characters", audio=label)
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as err:
+        raise AudioInputError(f"malformed URL ({err})", audio=label) from err
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise AudioInputError(
+            f"URL scheme {scheme!r} is not supported; give an http(s) URL or a local path",
+            audio=label,
+        )
+    if not host:
+        raise AudioInputError("malformed URL (no host)", audio=label)
+    if parts.username is not None or parts.password is not None:
+        # The URL would be sent to the gateway and stored in the cache key with its password.
+        raise AudioInputError(
+            "URL contains credentials (user:password@); use a pre-signed URL instead",
+            audio=describe_input(_strip_userinfo(text)),
+        )
+    try:
+        host.encode("idna") if not host.isascii() else None
+    except UnicodeError as err:
+        raise AudioInputError(
+            "malformed URL (host is not a valid domain name)", audio=label
+        ) from err
+    return AudioSource(kind="url", label=label, url=text)
+
+
+def _strip_userinfo(url: str) -> str:
+    return re.sub(r"//[^/@]*@", "//***@", url, count=1)
+
+
+def _from_data_uri(text: str) -> AudioSource:
+    label = describe_input(text)
+    match = _DATA_URI_RE.match(text)
+    if not match:
+        raise AudioInputError("malformed data URI (no comma)", audio=label)
+    mime = match.group("mime").strip().lower()
+    params = [p.strip().lower() for p in match.group("params").split(";") if p.strip()]
+    if "base64" not in params:
+        raise AudioInputError("data URI is not base64-encoded (';base64,' missing)", audio=label)
+    if mime and not (mime.startswith("audio/") or mime == "application/octet-stream"):
+        raise AudioInputError(f"data URI has MIME type {mime!r}, not audio/*", audio=label)
+    payload = "".join(match.group("payload").split())
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise AudioInputError(f"data URI has invalid base64 ({err})", audio=label) from err
+    _check_size(len(data), label)
+    fmt = _require_audio(data[:_HEADER_BYTES], label)
+    return AudioSource(kind="data_uri", label=label, data=data, format=fmt, size=len(data))
+
+
+def coerce_download(data: bytes, source: AudioSource) -> AudioSource:
+    """Turn the downloaded bytes of a URL source into a bytes source, checking them.
+
+    Examples
+    --------
+    >>> src = normalize_audio("https://example.com/a.wav")
+    >>> coerce_download(b"RIFF\\x00\\x00\\x00\\x00WAVEfmt ", src).format
+    'wav'
+    """
+    _check_size(len(data), source.label)
+    return AudioSource(
+        kind="bytes",
+        label=source.label,
+        data=data,
+        format=_require_audio(data[:_HEADER_BYTES], source.label),
+        size=len(data),
+        path=Path(urlsplit(source.url or "").path or "audio"),
+    )
+
+
+def input_type_name(audio: Any) -> str:
+    """Name of the input's kind without validating it (for metadata columns)."""
+    if isinstance(audio, bytes | bytearray | memoryview):
+        return "bytes"
+    if isinstance(audio, str):
+        lowered = audio[:8].lower()
+        if lowered.startswith("data:"):
+            return "data_uri"
+        if lowered.startswith(("http://", "https://")):
+            return "url"
+        return "path"
+    if isinstance(audio, os.PathLike):
+        return "path"
+    return type(audio).__name__

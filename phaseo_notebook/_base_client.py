@@ -1,0 +1,470 @@
+"""Pure decisions shared by :class:`Client` and :class:`AsyncClient`.
+
+Nothing here does I/O: configuration, request building, response parsing, error mapping,
+the retry decision and the backoff delay. The sync and async clients hold only their send
+loop and their sleep, so both behave identically by construction.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import ipaddress
+import json
+import logging
+import os
+import random
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import httpx
+
+from . import _constants as C
+from ._audio import AudioSource
+from ._exceptions import (
+    APIConnectionError,
+    APIError,
+    APIResponseError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    ConflictError,
+    InternalServerError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PaymentRequiredError,
+    PermissionDeniedError,
+    RateLimitError,
+    UnprocessableEntityError,
+)
+from ._types import ProviderOptions, TranscriptionResult
+from ._version import __version__
+
+log = logging.getLogger("phaseo_notebook")
+
+UploadMode = Literal["contract", "file"]
+
+_STATUS_ERRORS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    402: PaymentRequiredError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    413: PayloadTooLargeError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedConfig:
+    """Settings after keyword arguments and environment fallbacks are applied."""
+
+    api_key: str | None
+    base_url: str
+    #: True when the caller (argument or environment) chose the base URL.
+    base_url_explicit: bool
+
+    @property
+    def embedded(self) -> bool:
+        """No gateway configured at all: local models run in-process."""
+        return self.api_key is None and not self.base_url_explicit
+
+
+def resolve_config(
+    api_key: str | None, base_url: str | None, *, allow_insecure_http: bool = False
+) -> ResolvedConfig:
+    """Apply environment fallbacks (only where the argument is not given) and check them.
+
+    Raises
+    ------
+    ConfigurationError
+        For a malformed base URL, or an API key that would go over plain http to a host
+        that is not this machine (unless ``allow_insecure_http``).
+    """
+    key = api_key if api_key is not None else os.environ.get(C.ENV_API_KEY) or None
+    explicit = base_url is not None or bool(os.environ.get(C.ENV_BASE_URL))
+    url = base_url if base_url is not None else os.environ.get(C.ENV_BASE_URL) or C.DEFAULT_BASE_URL
+    url = url.rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"base_url {url!r} is not an http(s) URL")
+    insecure = key and parts.scheme == "http" and not is_loopback_host(parts.hostname)
+    if insecure and not allow_insecure_http:
+        raise ConfigurationError(
+            f"refusing to send the API key over plain http to {parts.hostname!r}; use https,"
+            " or pass allow_insecure_http=True if this network is trusted"
+        )
+    return ResolvedConfig(api_key=key, base_url=url, base_url_explicit=explicit)
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1).
+
+    Examples
+    --------
+    >>> is_loopback_host("127.0.0.1"), is_loopback_host("example.com")
+    (True, False)
+    """
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def is_local_model(model: str) -> bool:
+    """Models answered by the embedded engine when no gateway is configured."""
+    return model.startswith(C.LOCAL_MODEL_PREFIX)
+
+
+def choose_model(model: str | None, config: ResolvedConfig) -> str:
+    """The model to use: the given one, or the embedded default when nothing is configured.
+
+    Raises
+    ------
+    ConfigurationError
+        No model given while a gateway is configured.
+    """
+    if model is not None:
+        if not isinstance(model, str) or not model.strip():
+            raise ConfigurationError(f"model must be a non-empty string, not {model!r}")
+        return model
+    if config.embedded:
+        return C.LOCAL_DEFAULT_MODEL
+    raise ConfigurationError(
+        "no model given: pass model='openai/whisper-1' (or another gateway model),"
+        f" or model={C.LOCAL_DEFAULT_MODEL!r} for the embedded offline engine"
+    )
+
+
+def check_remote_allowed(model: str, config: ResolvedConfig) -> None:
+    """Fail before any request when a remote model is asked for with no key to pay for it."""
+    if config.api_key:
+        return
+    host = urlsplit(config.base_url).hostname or ""
+    if is_loopback_host(host):
+        return  # a local gateway started without auth
+    raise ConfigurationError(
+        f"model {model!r} needs the gateway but no API key is set: set the environment variable"
+        f" {C.ENV_API_KEY} (or pass api_key=...), or use model={C.LOCAL_DEFAULT_MODEL!r}"
+        " for the embedded offline engine"
+    )
+
+
+_notice_shown = False
+
+
+def embedded_notice(model: str) -> None:
+    """Say once per process that transcription runs offline in this process."""
+    global _notice_shown
+    if _notice_shown:
+        return
+    _notice_shown = True
+    print(
+        f"phaseo-notebook: no API key or base URL set; transcribing with {model} in this"
+        f" process (offline). Set {C.ENV_API_KEY} to use the gateway.",
+        file=sys.stderr,
+    )
+
+
+def default_headers(api_key: str | None) -> dict[str, str]:
+    """Headers sent with every transcription request."""
+    headers = {"Accept": "application/json", "User-Agent": f"phaseo-notebook/{__version__}"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    return headers
+
+
+def build_multipart(
+    source: AudioSource,
+    *,
+    model: str,
+    language: str | None,
+    provider: ProviderOptions | None,
+    mode: UploadMode,
+    data: bytes | None = None,
+) -> list[tuple[str, tuple[str | None, str | bytes] | tuple[str, bytes, str]]]:
+    """The multipart/form-data parts of one transcription request.
+
+    Parameters
+    ----------
+    source
+        The validated input.
+    mode
+        ``"contract"``: ``audio_url`` for URLs, ``audio_b64`` otherwise (the API contract).
+        ``"file"``: a ``file`` part with a filename and an audio MIME type (the live gateway).
+    data
+        The audio bytes, for everything but a URL in contract mode.
+
+    Examples
+    --------
+    >>> from phaseo_notebook._audio import normalize_audio
+    >>> src = normalize_audio("https://example.com/a.wav")
+    >>> build_multipart(src, model="m", language=None, provider=None, mode="contract")
+    [('model', (None, 'm')), ('audio_url', (None, 'https://example.com/a.wav'))]
+    """
+    parts: list[tuple[str, tuple[str | None, str | bytes] | tuple[str, bytes, str]]] = [
+        ("model", (None, model))
+    ]
+    if mode == "contract" and source.kind == "url":
+        assert source.url is not None
+        parts.append(("audio_url", (None, source.url)))
+    else:
+        if data is None:
+            raise ValueError("audio bytes are required for this request")
+        if mode == "contract":
+            parts.append(("audio_b64", (None, base64.b64encode(data).decode("ascii"))))
+        else:
+            parts.append(("file", (source.filename, data, source.mime)))
+    if language:
+        parts.append(("language", (None, language)))
+    if provider is not None:
+        parts.append(("provider", (None, provider.to_json())))
+    return parts
+
+
+#: What replaces the API key wherever an answer echoes it.
+REDACTED = "[redacted API key]"
+_UNSAFE_HEADERS = ("content-encoding", "content-length", "transfer-encoding")
+
+
+def redact_secret(response: httpx.Response, secret: str | None) -> httpx.Response:
+    """The answer with every copy of ``secret`` in its body replaced by :data:`REDACTED`.
+
+    A gateway or proxy that echoes the request's ``Authorization`` header (in a 401
+    description, a debug field) must not carry the key into an exception message, a
+    result's ``raw`` body or the cache. The response is returned as is when the key is
+    not in it, which is the case for every well-behaved gateway.
+
+    Examples
+    --------
+    >>> r = httpx.Response(401, json={"description": "bad key sk-123"})
+    >>> redact_secret(r, "sk-123").json()["description"]
+    'bad key [redacted API key]'
+    """
+    if not secret:
+        return response
+    needle = secret.encode("utf-8")
+    content = response.content
+    if needle not in content:
+        return response
+    # The body is already decoded: drop the headers that describe its wire form.
+    headers = [(k, v) for k, v in response.headers.items() if k.lower() not in _UNSAFE_HEADERS]
+    try:
+        request: httpx.Request | None = response.request
+    except RuntimeError:  # a response built by hand has none
+        request = None
+    return httpx.Response(
+        response.status_code,
+        headers=headers,
+        content=content.replace(needle, REDACTED.encode("ascii")),
+        request=request,
+        extensions=response.extensions,
+    )
+
+
+def request_id_from(response: httpx.Response, body: Any = None) -> str | None:
+    """The gateway's request id from the body or the headers."""
+    if isinstance(body, Mapping):
+        for key in ("requestId", "request_id", "generation_id", "id"):
+            value = body.get(key)
+            if isinstance(value, str) and value:
+                return value
+    header: str | None = response.headers.get("x-request-id") or response.headers.get(
+        "x-generation-id"
+    )
+    return header
+
+
+def _decode_json(content: bytes) -> Any:
+    try:
+        return json.loads(content)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def parse_success(response: httpx.Response) -> TranscriptionResult:
+    """Parse a 2xx answer.
+
+    Raises
+    ------
+    APIResponseError
+        The body is not a JSON object with a string ``text`` (truncated, HTML, wrong type).
+    """
+    body = _decode_json(response.content)
+    rid = request_id_from(response, body)
+    if not isinstance(body, dict):
+        snippet = response.content[:80].decode("utf-8", "replace")
+        raise APIResponseError(
+            f"gateway answered {response.status_code} with a body that is not a JSON object"
+            f" ({len(response.content)} bytes, starts {snippet!r})",
+            status_code=response.status_code,
+            request_id=rid,
+        )
+    if not isinstance(body.get("text"), str):
+        got = type(body.get("text")).__name__ if "text" in body else "no 'text' field"
+        raise APIResponseError(
+            f"gateway answered {response.status_code} without a string 'text' ({got})",
+            status_code=response.status_code,
+            request_id=rid,
+        )
+    return TranscriptionResult.from_body(body, request_id=response.headers.get("x-request-id"))
+
+
+def error_from_response(response: httpx.Response) -> APIStatusError:
+    """Map an error answer to the exception class of its status.
+
+    Understands the live gateway's flat body (``{"error": code, "description": ...}``), an
+    OpenAI-style nested one (``{"error": {"code", "message", "type"}}``) and non-JSON bodies.
+
+    Examples
+    --------
+    >>> r = httpx.Response(429, json={"error": "key_limit_exceeded", "description": "slow down"})
+    >>> err = error_from_response(r)
+    >>> type(err).__name__, err.code, err.description
+    ('RateLimitError', 'key_limit_exceeded', 'slow down')
+    """
+    status = response.status_code
+    body = _decode_json(response.content)
+    code: str | None = None
+    description: str | None = None
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):  # OpenAI style
+            code = _first_str(err, "code", "type")
+            description = _first_str(err, "message", "description")
+        else:
+            code = err if isinstance(err, str) else None
+            description = _first_str(body, "description", "message", "detail", "reason")
+        if description is None and code is None:
+            description = json.dumps(body)[:200]
+    else:
+        text = response.content.decode("utf-8", "replace").strip()
+        kind = response.headers.get("content-type", "unknown content type").split(";")[0]
+        description = f"non-JSON error body ({kind}): {text[:200]!r}" if text else "empty body"
+    cls = _STATUS_ERRORS.get(status)
+    if cls is None:
+        cls = InternalServerError if status >= 500 else APIStatusError
+    return cls(
+        description or response.reason_phrase or "error",
+        status_code=status,
+        code=code,
+        request_id=request_id_from(response, body),
+        body=body if body is not None else response.content.decode("utf-8", "replace"),
+    )
+
+
+def _first_str(body: Mapping[str, Any], *keys: str) -> str | None:
+    for key in keys:
+        value = body.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def is_file_required(err: APIError) -> bool:
+    """True when a gateway says the audio must come as a multipart ``file`` part (live behaviour)."""
+    return (
+        isinstance(err, BadRequestError) and "file is required" in (err.description or "").lower()
+    )
+
+
+def translate_transport_error(err: BaseException) -> APIConnectionError:
+    """The one place where foreign transport exceptions become ours (caller chains them)."""
+    name = type(err).__name__
+    cause = err.__cause__
+    # httpx-aiohttp maps every aiohttp connection error, including a dropped connection, to
+    # ConnectTimeout; look at the aiohttp cause to tell a drop from a real timeout.
+    if cause is not None and type(cause).__name__ in (
+        "ServerDisconnectedError",
+        "ClientOSError",
+        "ClientConnectorError",
+    ):
+        return APIConnectionError(f"connection failed: {type(cause).__name__}: {cause}")
+    if isinstance(err, httpx.TimeoutException | TimeoutError):
+        return APITimeoutError(f"no answer in time ({name})")
+    detail = str(err) or name
+    return APIConnectionError(f"connection failed: {name}: {detail}")
+
+
+def is_retryable(err: APIError) -> bool:
+    """Whether sending the same request again may succeed.
+
+    Connection errors, timeouts, unusable bodies and 408/409/429/500/502/503/504 are retried;
+    400/401/402/403/413 never are.
+    """
+    if isinstance(err, APIConnectionError | APIResponseError):
+        return True
+    if isinstance(err, APIStatusError):
+        return err.status_code in C.RETRYABLE_STATUS_CODES
+    return False
+
+
+def retry_after_seconds(headers: httpx.Headers | None, *, now: float | None = None) -> float | None:
+    """The pause a server asked for (``retry-after-ms``, then ``Retry-After``), or None.
+
+    Examples
+    --------
+    >>> retry_after_seconds(httpx.Headers({"retry-after-ms": "250"}))
+    0.25
+    >>> retry_after_seconds(httpx.Headers({"Retry-After": "3"}))
+    3.0
+    """
+    if headers is None:
+        return None
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            return max(0.0, float(raw_ms) / 1000)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def retry_delay(
+    attempt: int, headers: httpx.Headers | None = None, *, rng: random.Random | None = None
+) -> float:
+    """Seconds to wait before retry number ``attempt`` (0-based).
+
+    A server's ``Retry-After`` wins, capped at :data:`MAX_RETRY_AFTER`; otherwise exponential
+    backoff with full jitter: uniform in ``[0, min(MAX_RETRY_DELAY, INITIAL * 2**attempt)]``,
+    which spreads a crowd of clients instead of having them retry in lockstep.
+
+    Examples
+    --------
+    >>> 0 <= retry_delay(0) <= 0.5
+    True
+    >>> retry_delay(0, httpx.Headers({"retry-after": "120"}))
+    60.0
+    """
+    asked = retry_after_seconds(headers)
+    if asked is not None:
+        return min(asked, C.MAX_RETRY_AFTER)
+    ceiling = min(C.MAX_RETRY_DELAY, C.INITIAL_RETRY_DELAY * (2**attempt))
+    return (rng or random).uniform(0, ceiling)
+
+
+def describe_error(err: BaseException) -> str:
+    """A one-line reason for logs: class and message."""
+    return f"{type(err).__name__}: {err}"

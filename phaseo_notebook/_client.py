@@ -1,0 +1,567 @@
+"""The gateway clients: :class:`Client` (sync) and :class:`AsyncClient`.
+
+Both share every decision through :mod:`._base_client`; each holds only its send loop, its
+sleep and its transport. The async client runs the httpx API on an aiohttp transport, which
+is about ten times faster than httpx's own pool at dozens of requests in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from . import _base_client as B
+from . import _constants as C
+from ._audio import AudioSource, coerce_download, normalize_audio
+from ._exceptions import APIConnectionError, APIError, APITimeoutError, AudioInputError
+from ._types import ProviderOptions, TranscriptionResult, coerce_provider
+
+__all__ = ["AsyncClient", "Client"]
+
+log = logging.getLogger("phaseo_notebook")
+
+#: Called with each transient failure before it is retried (the batch engine's rate signal).
+OnRetry = Callable[[APIError], None] | None
+
+_EMBEDDED_BASE_URL = "http://embedded.invalid/v1"
+_DEFAULT_MAX_CONNECTIONS = 256
+
+
+def _coerce_timeout(timeout: float | httpx.Timeout | None) -> httpx.Timeout:
+    if timeout is None:
+        return C.DEFAULT_TIMEOUT
+    if isinstance(timeout, httpx.Timeout):
+        return timeout
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        raise ValueError(f"timeout must be a positive, finite number of seconds, not {timeout!r}")
+    return httpx.Timeout(float(timeout), connect=min(float(timeout), 10.0))
+
+
+class _BaseClient:
+    """Configuration and per-request preparation common to both clients."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None,
+        base_url: str | None,
+        timeout: float | httpx.Timeout | None,
+        max_retries: int,
+        allow_insecure_http: bool,
+        has_transport: bool,
+    ) -> None:
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"max_retries must be an integer >= 0, not {max_retries!r}")
+        self._config = B.resolve_config(api_key, base_url, allow_insecure_http=allow_insecure_http)
+        self._allow_insecure_http = allow_insecure_http
+        self.timeout = _coerce_timeout(timeout)
+        # httpx's timeouts bound each socket operation; a server that trickles bytes could
+        # otherwise hold one attempt forever, so each attempt also has a total deadline.
+        t = self.timeout
+        self._attempt_deadline = (
+            None if t.read is None else t.read + (t.connect or 0.0) + (t.write or 0.0)
+        )
+        self.max_retries = max_retries
+        self._has_transport = has_transport
+        # Switched to "file" for the rest of this client's life once a gateway says so.
+        self._upload_mode: B.UploadMode = "contract"
+        self._headers = B.default_headers(self._config.api_key)
+
+    @property
+    def base_url(self) -> str:
+        """The gateway's base URL (``PHASEO_BASE_URL`` or the default)."""
+        return self._config.base_url
+
+    @property
+    def upload_mode(self) -> str:
+        """``"contract"`` (audio_url / audio_b64) or ``"file"`` (multipart file part)."""
+        return self._upload_mode
+
+    def __repr__(self) -> str:
+        key = "set" if self._config.api_key else "not set"
+        return (
+            f"{type(self).__name__}(base_url={self._config.base_url!r}, api_key=<{key}>,"
+            f" max_retries={self.max_retries})"
+        )
+
+    def _settings(self) -> dict[str, Any]:
+        """Keyword arguments that recreate this client's configuration (for its twin)."""
+        return {
+            "api_key": self._config.api_key,
+            "base_url": self._config.base_url if self._config.base_url_explicit else None,
+            "timeout": self.timeout,
+            "max_retries": self.max_retries,
+            "allow_insecure_http": self._allow_insecure_http,
+        }
+
+    def _resolve(
+        self,
+        model: str | None,
+        language: str | None,
+        provider: ProviderOptions | dict[str, Any] | None,
+    ) -> tuple[str, str | None, ProviderOptions | None, bool]:
+        """Check the per-call options once; returns (model, language, provider, embedded).
+
+        ``embedded`` is True when the request is answered in this process (a ``local/*`` model
+        and no gateway configured). A remote model with no key fails here, before any I/O.
+        """
+        chosen = B.choose_model(model, self._config)
+        if language is not None and (not isinstance(language, str) or not language.strip()):
+            raise ValueError(f"language must be a non-empty string or None, not {language!r}")
+        options = coerce_provider(provider)
+        embedded = (
+            not self._has_transport
+            and B.is_local_model(chosen)
+            and not self._config.base_url_explicit
+        )
+        if embedded:
+            B.embedded_notice(chosen)
+        else:
+            B.check_remote_allowed(chosen, self._config)
+        return chosen, language, options, embedded
+
+    def _give_up(self, err: APIError, attempt: int) -> bool:
+        return attempt >= self.max_retries or not B.is_retryable(err)
+
+    def _log_retry(
+        self, err: APIError, attempt: int, delay: float, source: AudioSource, on_retry: OnRetry
+    ) -> None:
+        if on_retry is not None:
+            on_retry(err)
+        log.debug(
+            "retrying transcription of %s (retry %d of %d) in %.2f s: %s",
+            source.label,
+            attempt + 1,
+            self.max_retries,
+            delay,
+            B.describe_error(err),
+        )
+
+    def _switch_to_file(self, err: APIError, mode: B.UploadMode) -> bool:
+        """Adopt file uploads if the gateway says so; True when the request should be resent.
+
+        Decided per request from the mode it was sent in: with many requests in flight, all
+        those sent before the first answer arrived get the same 400 and each is resent once.
+        """
+        if mode == "contract" and B.is_file_required(err):
+            if self._upload_mode != "file":
+                log.debug("gateway requires a multipart file part; switching this client to it")
+            self._upload_mode = "file"
+            return True
+        return False
+
+
+class Client(_BaseClient):
+    """A synchronous client for the gateway's ``POST /audio/transcriptions``.
+
+    Parameters
+    ----------
+    api_key
+        Bearer key; falls back to ``PHASEO_API_KEY``. Never shown in ``repr`` or errors.
+    base_url
+        Gateway base URL; falls back to ``PHASEO_BASE_URL``, then ``https://api.phaseo.app/v1``.
+        With neither a key nor a base URL, ``local/*`` models run in this process, offline.
+    timeout
+        Seconds (or an ``httpx.Timeout``) for one attempt.
+    max_retries
+        Retries of transient failures (connection errors, timeouts, 408/409/429/5xx);
+        ``0`` disables them.
+    transport
+        An ``httpx.BaseTransport`` to send through (tests use ``httpx.MockTransport``).
+    allow_insecure_http
+        Allow sending the key over plain http to a host that is not this machine.
+
+    Examples
+    --------
+    >>> import phaseo_notebook as pn
+    >>> with pn.LocalGateway() as gw, pn.Client(**gw.client_kwargs()) as client:
+    ...     result = client.transcribe(pn.sample_paths()[0], model="local/fake")
+    >>> isinstance(result.text, str)
+    True
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        max_retries: int = C.DEFAULT_MAX_RETRIES,
+        transport: httpx.BaseTransport | None = None,
+        allow_insecure_http: bool = False,
+    ) -> None:
+        super().__init__(
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=max_retries,
+            allow_insecure_http=allow_insecure_http,
+            has_transport=transport is not None,
+        )
+        self._http = httpx.Client(timeout=self.timeout, transport=transport)
+        self._embedded_http: httpx.Client | None = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pools."""
+        self._http.close()
+        if self._embedded_http is not None:
+            self._embedded_http.close()
+
+    def _embedded(self) -> httpx.Client:
+        if self._embedded_http is None:
+            from ._gateway import EmbeddedTransport
+
+            self._embedded_http = httpx.Client(transport=EmbeddedTransport(), timeout=None)
+        return self._embedded_http
+
+    def transcribe(
+        self,
+        audio: object,
+        *,
+        model: str | None = None,
+        language: str | None = None,
+        provider: ProviderOptions | dict[str, Any] | None = None,
+    ) -> TranscriptionResult:
+        """Transcribe one audio input.
+
+        Parameters
+        ----------
+        audio
+            An http(s) URL, a local path, bytes, or a ``data:audio/...;base64,`` URI.
+        model
+            Gateway model id (``"openai/whisper-1"``, ...). Defaults to ``local/pocketsphinx``
+            when no gateway is configured.
+        language
+            ISO language code of the speech, if known.
+        provider
+            Provider routing options (a dict or :class:`ProviderOptions`).
+
+        Returns
+        -------
+        TranscriptionResult
+
+        Raises
+        ------
+        AudioInputError
+            The input is invalid (nothing was sent).
+        APIStatusError
+            The gateway refused (a subclass per status), after retries where they apply.
+        APIConnectionError
+            No answer, after retries.
+
+        Examples
+        --------
+        >>> import phaseo_notebook as pn
+        >>> with pn.Client() as client:  # no key: embedded engine, offline
+        ...     text = client.transcribe(pn.sample_paths()[0]).text
+        """
+        model, language, options, embedded = self._resolve(model, language, provider)
+        return self._send(normalize_audio(audio), model, language, options, embedded)
+
+    def _send(
+        self,
+        source: AudioSource,
+        model: str,
+        language: str | None,
+        options: ProviderOptions | None,
+        embedded: bool,
+        on_retry: OnRetry = None,
+    ) -> TranscriptionResult:
+        """The send loop: build, send, parse, retry; the file fallback happens here."""
+        http = self._embedded() if embedded else self._http
+        base = _EMBEDDED_BASE_URL if embedded else self.base_url
+        data: bytes | None = None
+        attempt = 0
+        while True:
+            mode: B.UploadMode = "contract" if embedded else self._upload_mode
+            if data is None and not (mode == "contract" and source.kind == "url"):
+                source, data = self._load(source)
+            parts = B.build_multipart(
+                source, model=model, language=language, provider=options, mode=mode, data=data
+            )
+            headers: httpx.Headers | None = None
+            try:
+                response = self._post(http, base + C.TRANSCRIPTIONS_PATH, parts, embedded)
+            except httpx.TransportError as exc:
+                err: APIError = B.translate_transport_error(exc)
+                err.__cause__ = exc
+            else:
+                response = B.redact_secret(response, self._config.api_key)
+                headers = response.headers
+                if response.is_success:
+                    try:
+                        return B.parse_success(response)
+                    except APIError as exc:
+                        err = exc
+                else:
+                    err = B.error_from_response(response)
+                    if self._switch_to_file(err, mode):
+                        continue
+            if self._give_up(err, attempt):
+                raise err
+            delay = B.retry_delay(attempt, headers)
+            self._log_retry(err, attempt, delay, source, on_retry)
+            time.sleep(delay)
+            attempt += 1
+
+    def _post(
+        self, http: httpx.Client, url: str, parts: list[Any], embedded: bool
+    ) -> httpx.Response:
+        """One attempt, read chunk by chunk so that it ends by the attempt deadline."""
+        limit = None if embedded else self._attempt_deadline
+        deadline = None if limit is None else time.monotonic() + limit
+        with http.stream("POST", url, files=parts, headers=self._headers) as response:
+            if response.is_stream_consumed:  # a transport that answers from memory
+                return response
+            chunks = []
+            for chunk in response.iter_raw():
+                chunks.append(chunk)
+                if deadline is not None and time.monotonic() > deadline:
+                    raise httpx.ReadTimeout(
+                        f"no complete answer within {limit:g} s", request=response.request
+                    )
+        # Rebuilt from the raw bytes: the new response decodes them (gzip, ...) as usual.
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            content=b"".join(chunks),
+            request=response.request,
+            extensions=response.extensions,
+        )
+
+    def _load(self, source: AudioSource) -> tuple[AudioSource, bytes]:
+        """The bytes to upload; a URL is downloaded (without the API key) first."""
+        if source.kind != "url":
+            return source, source.read()
+        assert source.url is not None
+        limit = self._attempt_deadline
+        deadline = None if limit is None else time.monotonic() + limit
+        try:
+            with self._http.stream("GET", source.url, follow_redirects=True) as response:
+                _check_download_status(response, source)
+                chunks = []
+                size = 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    _check_download_size(size, source)
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise APITimeoutError(f"could not download {source.label} in {limit:g} s")
+                    chunks.append(chunk)
+        except httpx.TransportError as exc:
+            raise APIConnectionError(f"could not download {source.label}: {exc}") from exc
+        downloaded = coerce_download(b"".join(chunks), source)
+        return downloaded, downloaded.read()
+
+
+def _check_download_status(response: httpx.Response, source: AudioSource) -> None:
+    if not response.is_success:
+        raise AudioInputError(
+            f"could not download the URL (HTTP {response.status_code})", audio=source.label
+        )
+
+
+def _check_download_size(size: int, source: AudioSource) -> None:
+    if size > C.MAX_AUDIO_BYTES:
+        raise AudioInputError(
+            f"download is over the {C.MAX_AUDIO_BYTES // 1_000_000} MB limit per file",
+            audio=source.label,
+        )
+
+
+class AsyncClient(_BaseClient):
+    """The asynchronous twin of :class:`Client`; use it as an async context manager.
+
+    Parameters are those of :class:`Client`, plus ``max_connections`` (the connection pool
+    size). ``transport`` is an ``httpx.AsyncBaseTransport``; by default requests go through
+    the aiohttp transport.
+
+    Examples
+    --------
+    >>> import asyncio, phaseo_notebook as pn
+    >>> async def main(gw):
+    ...     async with pn.AsyncClient(**gw.client_kwargs()) as client:
+    ...         return await client.transcribe(pn.sample_paths()[0], model="local/fake")
+    >>> with pn.LocalGateway() as gw:
+    ...     result = asyncio.run(main(gw))
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        max_retries: int = C.DEFAULT_MAX_RETRIES,
+        transport: httpx.AsyncBaseTransport | None = None,
+        allow_insecure_http: bool = False,
+        max_connections: int = _DEFAULT_MAX_CONNECTIONS,
+    ) -> None:
+        super().__init__(
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=max_retries,
+            allow_insecure_http=allow_insecure_http,
+            has_transport=transport is not None,
+        )
+        if transport is None:
+            from httpx_aiohttp import AiohttpTransport
+
+            transport = AiohttpTransport(
+                limits=httpx.Limits(
+                    max_connections=max_connections, max_keepalive_connections=max_connections
+                )
+            )
+        self._http = httpx.AsyncClient(timeout=self.timeout, transport=transport)
+        self._embedded_http: httpx.AsyncClient | None = None
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pools."""
+        await self._http.aclose()
+        if self._embedded_http is not None:
+            await self._embedded_http.aclose()
+
+    def _embedded(self) -> httpx.AsyncClient:
+        if self._embedded_http is None:
+            from ._gateway import EmbeddedTransport
+
+            self._embedded_http = httpx.AsyncClient(transport=EmbeddedTransport(), timeout=None)
+        return self._embedded_http
+
+    async def transcribe(
+        self,
+        audio: object,
+        *,
+        model: str | None = None,
+        language: str | None = None,
+        provider: ProviderOptions | dict[str, Any] | None = None,
+    ) -> TranscriptionResult:
+        """Transcribe one audio input; see :meth:`Client.transcribe`.
+
+        Examples
+        --------
+        >>> async def first_text(client, clip):
+        ...     return (await client.transcribe(clip, model="local/fake")).text
+        """
+        model, language, options, embedded = self._resolve(model, language, provider)
+        return await self._send(normalize_audio(audio), model, language, options, embedded)
+
+    async def _send(
+        self,
+        source: AudioSource,
+        model: str,
+        language: str | None,
+        options: ProviderOptions | None,
+        embedded: bool,
+        on_retry: OnRetry = None,
+    ) -> TranscriptionResult:
+        """The send loop: build, send, parse, retry; the file fallback happens here."""
+        http = self._embedded() if embedded else self._http
+        base = _EMBEDDED_BASE_URL if embedded else self.base_url
+        data: bytes | None = None
+        attempt = 0
+        while True:
+            mode: B.UploadMode = "contract" if embedded else self._upload_mode
+            if data is None and not (mode == "contract" and source.kind == "url"):
+                source, data = await self._load(source)
+            parts = B.build_multipart(
+                source, model=model, language=language, provider=options, mode=mode, data=data
+            )
+            headers: httpx.Headers | None = None
+            try:
+                async with asyncio.timeout(None if embedded else self._attempt_deadline):
+                    response = await http.post(
+                        base + C.TRANSCRIPTIONS_PATH, files=parts, headers=self._headers
+                    )
+                # httpx binds a response and its stream to each other; that cycle would keep
+                # the request, and so the audio it carries, alive until the cyclic GC runs.
+                # The body is already read, so dropping the stream frees the audio at once.
+                response.stream = httpx.ByteStream(b"")
+            except (httpx.TransportError, TimeoutError) as exc:
+                err: APIError = B.translate_transport_error(exc)
+                err.__cause__ = exc
+            except Exception as exc:
+                # aiohttp errors that httpx-aiohttp does not map reach us raw.
+                if type(exc).__module__.split(".")[0] != "aiohttp":
+                    raise
+                err = B.translate_transport_error(exc)
+                err.__cause__ = exc
+            else:
+                response = B.redact_secret(response, self._config.api_key)
+                headers = response.headers
+                if response.is_success:
+                    try:
+                        return B.parse_success(response)
+                    except APIError as exc:
+                        err = exc
+                else:
+                    err = B.error_from_response(response)
+                    if self._switch_to_file(err, mode):
+                        continue
+            if self._give_up(err, attempt):
+                raise err
+            delay = B.retry_delay(attempt, headers)
+            self._log_retry(err, attempt, delay, source, on_retry)
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def _load(self, source: AudioSource) -> tuple[AudioSource, bytes]:
+        """The bytes to upload; files are read off the event loop, URLs downloaded without the key."""
+        if source.kind != "url":
+            if source.data is not None:
+                return source, source.data
+            return source, await asyncio.to_thread(source.read)
+        assert source.url is not None
+        limit = self._attempt_deadline
+        try:
+            async with (
+                asyncio.timeout(limit),
+                self._http.stream("GET", source.url, follow_redirects=True) as response,
+            ):
+                _check_download_status(response, source)
+                chunks = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    _check_download_size(size, source)
+                    chunks.append(chunk)
+        except TimeoutError as exc:
+            raise APITimeoutError(f"could not download {source.label} in {limit:g} s") from exc
+        except httpx.TransportError as exc:
+            raise APIConnectionError(f"could not download {source.label}: {exc}") from exc
+        downloaded = coerce_download(b"".join(chunks), source)
+        return downloaded, downloaded.read()

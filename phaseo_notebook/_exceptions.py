@@ -1,0 +1,213 @@
+"""The one exception tree of phaseo-notebook.
+
+Every error the package raises on purpose is a :class:`PhaseoError`::
+
+    PhaseoError
+    ├── ConfigurationError          bad or missing settings (no API key for a remote model, ...)
+    ├── AudioInputError             an audio input that is invalid before anything is sent
+    ├── CacheError                  a cache directory that cannot be used
+    └── APIError                    something went wrong talking to a gateway
+        ├── APIConnectionError      no answer: refused, reset, dropped
+        │   └── APITimeoutError     no answer in time
+        ├── APIResponseError        an answer that is not a usable body (truncated, not JSON, no text)
+        └── APIStatusError          an HTTP error status, with the gateway's error body
+            ├── BadRequestError          400
+            ├── AuthenticationError      401
+            ├── PaymentRequiredError     402
+            ├── PermissionDeniedError    403
+            ├── NotFoundError            404
+            ├── ConflictError            409
+            ├── PayloadTooLargeError     413
+            ├── UnprocessableEntityError 422
+            ├── RateLimitError           429
+            └── InternalServerError      5xx
+
+Status errors carry ``status_code``, the gateway's error ``code``, ``description``,
+``request_id`` and the parsed ``body``. The API key is never part of any message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIResponseError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AudioInputError",
+    "AuthenticationError",
+    "BadRequestError",
+    "CacheError",
+    "ConfigurationError",
+    "ConflictError",
+    "InternalServerError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "PaymentRequiredError",
+    "PermissionDeniedError",
+    "PhaseoError",
+    "RateLimitError",
+    "UnprocessableEntityError",
+]
+
+
+class PhaseoError(Exception):
+    """Base class of every error raised on purpose by phaseo-notebook.
+
+    Examples
+    --------
+    >>> import phaseo_notebook as pn
+    >>> issubclass(pn.RateLimitError, pn.PhaseoError)
+    True
+    """
+
+
+class ConfigurationError(PhaseoError, ValueError):
+    """A setting is missing or inconsistent (for example a remote model with no API key)."""
+
+
+class CacheError(PhaseoError):
+    """The cache directory cannot be created, read or written."""
+
+
+class AudioInputError(PhaseoError, ValueError):
+    """An audio input is invalid; raised before any request is sent.
+
+    Parameters
+    ----------
+    message
+        What is wrong.
+    audio
+        A short, printable description of the offending input (never its bytes).
+
+    Examples
+    --------
+    >>> import phaseo_notebook as pn
+    >>> err = pn.AudioInputError("file does not exist", audio="'missing.wav'")
+    >>> str(err)
+    "audio input 'missing.wav': file does not exist"
+    """
+
+    def __init__(self, message: str, *, audio: str) -> None:
+        self.reason = message
+        self.audio = audio
+        super().__init__(f"audio input {audio}: {message}")
+
+
+class APIError(PhaseoError):
+    """A failure while talking to the gateway."""
+
+    request_id: str | None = None
+
+
+class APIConnectionError(APIError):
+    """The gateway could not be reached or dropped the connection.
+
+    Examples
+    --------
+    >>> import phaseo_notebook as pn
+    >>> str(pn.APIConnectionError("connection refused"))
+    'connection refused'
+    """
+
+    def __init__(self, message: str = "could not connect to the gateway") -> None:
+        super().__init__(message)
+
+
+class APITimeoutError(APIConnectionError):
+    """The gateway did not answer in time."""
+
+    def __init__(self, message: str = "the gateway did not answer in time") -> None:
+        super().__init__(message)
+
+
+class APIResponseError(APIError):
+    """The gateway answered with a body that cannot be used (truncated, not JSON, no text).
+
+    It is treated as transient: the same request usually succeeds when sent again.
+    """
+
+    def __init__(self, message: str, *, status_code: int, request_id: str | None = None) -> None:
+        self.status_code = status_code
+        self.request_id = request_id
+        super().__init__(message)
+
+
+class APIStatusError(APIError):
+    """The gateway answered with an HTTP error status.
+
+    Attributes
+    ----------
+    status_code
+        The HTTP status.
+    code
+        The gateway's error code (``"key_limit_exceeded"``, ``"validation_error"``, ...) or None.
+    description
+        The gateway's human-readable description.
+    request_id
+        The gateway's request id, for support.
+    body
+        The parsed JSON body (a dict), or the raw text when it was not JSON.
+    """
+
+    def __init__(
+        self,
+        description: str,
+        *,
+        status_code: int,
+        code: str | None = None,
+        request_id: str | None = None,
+        body: Any = None,
+    ) -> None:
+        self.status_code = status_code
+        self.code = code
+        self.description = description
+        self.request_id = request_id
+        self.body = body
+        label = f"{status_code} {code}" if code else str(status_code)
+        message = f"gateway answered {label}: {description}"
+        if request_id:
+            message += f" (request id {request_id})"
+        super().__init__(message)
+
+
+class BadRequestError(APIStatusError):
+    """400: the gateway rejected the request (validation, unknown model, ...)."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API key is missing or wrong."""
+
+
+class PaymentRequiredError(APIStatusError):
+    """402: the account has no funds or the model has no price."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the request was blocked (guardrail, region)."""
+
+
+class NotFoundError(APIStatusError):
+    """404: the endpoint does not exist at this base URL."""
+
+
+class ConflictError(APIStatusError):
+    """409: the gateway is not ready; transient."""
+
+
+class PayloadTooLargeError(APIStatusError):
+    """413: the audio or the request body is over the gateway's limit."""
+
+
+class UnprocessableEntityError(APIStatusError):
+    """422: the request was well-formed but could not be processed."""
+
+
+class RateLimitError(APIStatusError):
+    """429: too many requests; transient."""
+
+
+class InternalServerError(APIStatusError):
+    """5xx: the gateway or every provider behind it failed; transient."""

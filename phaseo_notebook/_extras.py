@@ -1,0 +1,33 @@
+"""Optional dependencies: import them lazily, and say exactly how to install a missing one."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+__all__ = ["MissingExtraError", "require"]
+
+
+class MissingExtraError(ImportError):
+    """An optional dependency is not installed; the message names the ``pip install`` line."""
+
+
+def require(module: str, extra: str, *, purpose: str) -> ModuleType:
+    """Import ``module`` or raise :class:`MissingExtraError` naming the extra to install.
+
+    Examples
+    --------
+    >>> require("json", "local", purpose="tests").__name__
+    'json'
+    >>> require("no_such_module_xyz", "dask", purpose="Dask support")
+    Traceback (most recent call last):
+    ...
+    phaseo_notebook._extras.MissingExtraError: Dask support needs the optional dependency 'no_such_module_xyz': pip install 'phaseo-notebook[dask]'
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise MissingExtraError(
+            f"{purpose} needs the optional dependency {module.split('.')[0]!r}:"
+            f" pip install 'phaseo-notebook[{extra}]'"
+        ) from err

@@ -1,0 +1,171 @@
+"""Value types of the public API: provider routing options and transcription results."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._exceptions import ConfigurationError
+
+__all__ = ["ProviderOptions", "TranscriptionResult", "coerce_provider"]
+
+_LIST_KEYS = ("order", "only", "ignore")
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderOptions:
+    """Provider routing preferences, sent as the JSON string field ``provider``.
+
+    Parameters
+    ----------
+    order
+        Providers to try, in this order.
+    only
+        Use only these providers.
+    ignore
+        Never use these providers.
+    include_alpha
+        Include alpha providers in routing (off by default at the gateway).
+
+    Examples
+    --------
+    >>> import phaseo_notebook as pn
+    >>> pn.ProviderOptions(only=["openai"]).to_json()
+    '{"only":["openai"]}'
+    """
+
+    order: Sequence[str] | None = None
+    only: Sequence[str] | None = None
+    ignore: Sequence[str] | None = None
+    include_alpha: bool | None = None
+
+    def __post_init__(self) -> None:
+        for key in _LIST_KEYS:
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                raise ConfigurationError(f"provider option {key!r} must be a list of strings")
+            object.__setattr__(self, key, tuple(value))
+        if self.include_alpha is not None and not isinstance(self.include_alpha, bool):
+            raise ConfigurationError("provider option 'include_alpha' must be True or False")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options that are set, as a JSON-ready dict."""
+        out: dict[str, Any] = {}
+        for key in _LIST_KEYS:
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = list(value)
+        if self.include_alpha is not None:
+            out["include_alpha"] = self.include_alpha
+        return out
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys, no spaces): the wire form and part of cache keys."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+
+def coerce_provider(provider: ProviderOptions | Mapping[str, Any] | None) -> ProviderOptions | None:
+    """Accept a :class:`ProviderOptions`, a plain dict, or None.
+
+    Raises
+    ------
+    ConfigurationError
+        For an unknown key or a value of the wrong type.
+
+    Examples
+    --------
+    >>> coerce_provider({"order": ["a", "b"]}).to_json()
+    '{"order":["a","b"]}'
+    """
+    if provider is None or isinstance(provider, ProviderOptions):
+        return provider
+    if not isinstance(provider, Mapping):
+        raise ConfigurationError(
+            f"provider must be a dict or ProviderOptions, not {type(provider).__name__}"
+        )
+    unknown = set(provider) - {*_LIST_KEYS, "include_alpha"}
+    if unknown:
+        raise ConfigurationError(
+            f"unknown provider option(s) {sorted(map(str, unknown))}; "
+            "expected order, only, ignore, include_alpha"
+        )
+    return ProviderOptions(**dict(provider))
+
+
+def _opt_str(body: Mapping[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _opt_float(body: Mapping[str, Any], key: str) -> float | None:
+    value = body.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptionResult:
+    """One transcription, as the gateway returned it.
+
+    Attributes
+    ----------
+    text
+        The transcript.
+    raw
+        The whole response body.
+    model, provider, language
+        What the gateway reports it used, when it says.
+    duration
+        Seconds of audio, when reported.
+    request_id
+        The gateway's request id (body ``requestId`` or header ``x-request-id``).
+    cost
+        Cost in ``currency`` units, from ``cost_nanos`` or ``cost_cents`` when reported.
+    currency
+        Currency of ``cost`` (e.g. ``"USD"``).
+
+    Examples
+    --------
+    >>> r = TranscriptionResult.from_body({"text": "hi", "cost_nanos": 1500000})
+    >>> r.text, r.cost
+    ('hi', 0.0015)
+    """
+
+    text: str
+    raw: dict[str, Any] = field(repr=False)
+    model: str | None = None
+    provider: str | None = None
+    language: str | None = None
+    duration: float | None = None
+    request_id: str | None = None
+    cost: float | None = None
+    currency: str | None = None
+
+    @classmethod
+    def from_body(
+        cls, body: dict[str, Any], *, request_id: str | None = None
+    ) -> TranscriptionResult:
+        """Build a result from a decoded success body that has a string ``text``."""
+        cost: float | None = None
+        nanos = _opt_float(body, "cost_nanos")
+        cents = _opt_float(body, "cost_cents")
+        if nanos is not None:
+            cost = nanos / 1e9
+        elif cents is not None:
+            cost = cents / 100
+        return cls(
+            text=body["text"],
+            raw=body,
+            model=_opt_str(body, "model"),
+            provider=_opt_str(body, "provider"),
+            language=_opt_str(body, "language"),
+            duration=_opt_float(body, "duration"),
+            request_id=_opt_str(body, "requestId") or _opt_str(body, "id") or request_id,
+            cost=cost,
+            currency=_opt_str(body, "currency"),
+        )
