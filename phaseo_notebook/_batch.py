@@ -1,0 +1,797 @@
+"""The batch engine: many inputs in, one outcome per input out.
+
+Everything the fronts (the pandas accessors, the CLI, the widgets, Dask) need lives here::
+
+    inputs -> normalise + identity -> dedupe -> cache lookup (one pass)
+           -> bounded, adaptive concurrent sends -> periodic cache flushes -> per-row outcomes
+
+It is the only place that knows about concurrency, retries across rows, progress and the
+cache. The sync entry point runs the async engine on a private event loop in a worker
+thread, so it works where a loop is already running (Jupyter, IPython, VS Code) without
+``nest_asyncio``, and Ctrl-C cancels in-flight requests after saving finished rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from ._audio import AudioSource, normalize_audio
+from ._base_client import is_retryable
+from ._cache import Cache, CacheRecord, cache_key, resolve_cache
+from ._client import AsyncClient, Client
+from ._exceptions import (
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    AudioInputError,
+    AuthenticationError,
+    ConfigurationError,
+    PaymentRequiredError,
+    PermissionDeniedError,
+    PhaseoError,
+)
+from ._progress import ProgressBar, progress_enabled
+from ._types import ProviderOptions, TranscriptionResult
+
+__all__ = [
+    "AimdPolicy",
+    "BatchResult",
+    "ErrorsMode",
+    "run_sync",
+    "transcribe_many",
+    "transcribe_many_sync",
+]
+
+T = TypeVar("T")
+ErrorsMode = Literal["store", "raise"]
+
+#: Errors that doom every row: stop the run instead of sending thousands of failing requests.
+FATAL_ERRORS: tuple[type[BaseException], ...] = (
+    AuthenticationError,
+    PaymentRequiredError,
+    PermissionDeniedError,
+    ConfigurationError,
+)
+#: Answers that mean "too much load": they shrink the in-flight limit.
+CONGESTION_STATUSES = frozenset({429, 502, 503})
+DEFAULT_FLUSH_INTERVAL = 2.0
+#: Extra passes over rows whose request still failed transiently after the client's retries.
+DEFAULT_ROW_RETRIES = 3
+_FLUSH_ROWS = 5000
+_HASH_THREADS = 4
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+@dataclass
+class AimdPolicy:
+    """Additive-increase / multiplicative-decrease of the in-flight limit.
+
+    A congestion signal (429/502/503) halves the limit, at most once per ``cooldown`` seconds
+    so one burst counts once; each success adds ``1 / limit``, so the limit climbs back by
+    about one per round of requests.
+
+    Examples
+    --------
+    >>> p = AimdPolicy(ceiling=16)
+    >>> p.on_congestion(now=10.0); p.capacity
+    8
+    >>> p.on_congestion(now=10.5); p.capacity  # same burst
+    8
+    >>> for _ in range(8): p.on_success()
+    >>> p.capacity
+    9
+    """
+
+    ceiling: int
+    floor: int = 1
+    decrease: float = 0.5
+    cooldown: float = 1.0
+    limit: float = 0.0
+    _last_decrease: float = -math.inf
+
+    def __post_init__(self) -> None:
+        if self.limit <= 0:
+            self.limit = float(self.ceiling)
+
+    @property
+    def capacity(self) -> int:
+        """Requests allowed in flight now."""
+        return max(self.floor, int(self.limit))
+
+    def on_success(self) -> None:
+        """A request succeeded: grow slowly."""
+        if self.limit < self.ceiling:
+            self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
+
+    def on_congestion(self, now: float) -> bool:
+        """The gateway pushed back: shrink, once per burst. Returns True if it shrank."""
+        if now - self._last_decrease < self.cooldown:
+            return False
+        self._last_decrease = now
+        self.limit = max(float(self.floor), self.limit * self.decrease)
+        return True
+
+
+def is_congestion(err: BaseException) -> bool:
+    """Whether an error says the gateway is overloaded."""
+    return isinstance(err, APIStatusError) and err.status_code in CONGESTION_STATUSES
+
+
+def format_error(err: BaseException) -> str:
+    """The text stored in the error column: class name and message.
+
+    Examples
+    --------
+    >>> format_error(ValueError("bad"))
+    'ValueError: bad'
+    """
+    return f"{type(err).__name__}: {err}"
+
+
+def _clean_language(value: object) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if type(value).__name__ in {"NAType", "NaTType"}:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"language {value!r} is not a non-empty string")
+    return value.strip()
+
+
+# --------------------------------------------------------------------------- state
+
+
+class _Limiter:
+    """An asyncio semaphore whose size follows an :class:`AimdPolicy`."""
+
+    def __init__(self, policy: AimdPolicy) -> None:
+        self.policy = policy
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.closed = False
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> bool:
+        while not self.closed and self.in_flight >= self.policy.capacity:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            try:
+                await fut
+            finally:
+                if fut in self._waiters:
+                    self._waiters.remove(fut)
+        if self.closed:
+            return False
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        return True
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._wake()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake(everyone=True)
+
+    def _wake(self, everyone: bool = False) -> None:
+        room = len(self._waiters) if everyone else self.policy.capacity - self.in_flight
+        while room > 0 and self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                room -= 1
+
+
+@dataclass
+class _Job:
+    """One distinct request, fanned out to every row that asked for it."""
+
+    key: str
+    identity: str
+    source: AudioSource
+    language: str | None
+    rows: list[int]
+    attempts: int = 0
+
+
+@dataclass
+class BatchResult:
+    """Per-row outcomes of a batch run, aligned with the inputs, plus run counters.
+
+    Attributes
+    ----------
+    text, error
+        The transcript (None where it failed) and the error text (None where it worked).
+    cached
+        True where the row came from the cache.
+    provider, duration, cost, request_id, latency
+        Per-row metadata where the gateway reported it (``latency`` in seconds, sent rows only).
+    requests
+        Requests sent (distinct inputs that were not cached; batch-level resends included).
+    cache_hits, distinct
+        Distinct requests served by the cache, and distinct valid requests in all.
+    max_in_flight
+        The most requests this run had in flight at once.
+    """
+
+    text: list[str | None]
+    error: list[str | None]
+    cached: list[bool]
+    provider: list[str | None]
+    duration: list[float | None]
+    cost: list[float | None]
+    request_id: list[str | None]
+    latency: list[float | None]
+    requests: int = 0
+    cache_hits: int = 0
+    distinct: int = 0
+    max_in_flight: int = 0
+    elapsed: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, n: int) -> BatchResult:
+        return cls(
+            text=[None] * n,
+            error=[None] * n,
+            cached=[False] * n,
+            provider=[None] * n,
+            duration=[None] * n,
+            cost=[None] * n,
+            request_id=[None] * n,
+            latency=[None] * n,
+        )
+
+    @property
+    def errors(self) -> int:
+        """Rows that failed."""
+        return sum(e is not None for e in self.error)
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+class _SendFn:
+    """Adapts whatever client was given to one coroutine ``send(source, language, on_retry)``."""
+
+    def __init__(self, client: Client | AsyncClient | None, concurrency: int, inside_loop: bool):
+        self.owned: AsyncClient | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self.sync_client: Client | None = None
+        if client is None:
+            self.owned = AsyncClient(max_connections=max(concurrency, 16))
+            self.client: Client | AsyncClient = self.owned
+        elif isinstance(client, AsyncClient):
+            if inside_loop or client._has_transport:
+                self.client = client
+            else:
+                # An AsyncClient is tied to the loop it first ran on; the sync path runs on a
+                # private loop, so it gets a twin with the same settings.
+                self.owned = AsyncClient(**client._settings(), max_connections=max(concurrency, 16))
+                self.owned._upload_mode = client._upload_mode
+                self.client = self.owned
+        elif isinstance(client, Client):
+            if client._has_transport:
+                # A custom sync transport (e.g. a MockTransport) cannot be moved to asyncio:
+                # send through the given client itself, from worker threads.
+                self.sync_client = client
+                self._executor = ThreadPoolExecutor(max_workers=concurrency)
+                self.client = client
+            else:
+                self.owned = AsyncClient(**client._settings(), max_connections=max(concurrency, 16))
+                self.owned._upload_mode = client._upload_mode
+                self.client = self.owned
+        else:
+            raise TypeError(
+                f"client must be a phaseo_notebook Client or AsyncClient, not {type(client).__name__}"
+            )
+
+    def resolve(
+        self, model: str | None, language: str | None, provider: Any
+    ) -> tuple[str, str | None, ProviderOptions | None, bool]:
+        return self.client._resolve(model, language, provider)
+
+    async def send(
+        self,
+        source: AudioSource,
+        model: str,
+        language: str | None,
+        options: ProviderOptions | None,
+        embedded: bool,
+        on_retry: Callable[[APIError], None],
+    ) -> TranscriptionResult:
+        if self.sync_client is not None:
+            loop = asyncio.get_running_loop()
+            client = self.sync_client
+            return await loop.run_in_executor(
+                self._executor,
+                lambda: client._send(source, model, language, options, embedded, on_retry),
+            )
+        assert isinstance(self.client, AsyncClient)
+        return await self.client._send(source, model, language, options, embedded, on_retry)
+
+    async def aclose(self) -> None:
+        if self.owned is not None:
+            await self.owned.aclose()
+        if self.sync_client is not None and self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        if self.sync_client is not None:
+            # The sync client's upload mode discovery is already on the client itself.
+            pass
+
+
+def _plan(
+    inputs: Sequence[object],
+    languages: Sequence[object] | None,
+    language: str | None,
+    model: str,
+    provider_json: str | None,
+    result: BatchResult,
+    errors: ErrorsMode,
+) -> dict[str, _Job]:
+    """Normalise every input, compute identities and keys, and group rows into jobs."""
+    n = len(inputs)
+    jobs: dict[str, _Job] = {}
+    # The same value (a URL or path repeated across rows) is normalised and hashed once.
+    memo: dict[tuple[Any, str | None], tuple[AudioSource | None, str | None]] = {}
+    row_sources: list[tuple[int, AudioSource, str | None]] = []
+
+    for i in range(n):
+        value = inputs[i]
+        try:
+            lang = _clean_language(languages[i]) if languages is not None else language
+        except ValueError as err:
+            result.error[i] = format_error(err)
+            if errors == "raise":
+                raise
+            continue
+        memo_key = (value, lang) if isinstance(value, str | bytes) else None
+        if memo_key is not None and memo_key in memo:
+            src, err_text = memo[memo_key]
+            if src is None:
+                result.error[i] = err_text
+                continue
+            row_sources.append((i, src, lang))
+            continue
+        try:
+            src = normalize_audio(value)
+        except AudioInputError as err:
+            result.error[i] = format_error(err)
+            if memo_key is not None:
+                memo[memo_key] = (None, result.error[i])
+            if errors == "raise":
+                raise
+            continue
+        if memo_key is not None:
+            memo[memo_key] = (src, None)
+        row_sources.append((i, src, lang))
+
+    # Identities: URLs and in-memory bytes are cheap; files are hashed in a few threads,
+    # each once however many rows name it.
+    identities: dict[int, str | AudioInputError] = {}
+    files: dict[int, AudioSource] = {}
+    for _, src, _ in row_sources:
+        sid = id(src)
+        if sid in identities or sid in files:
+            continue
+        if src.kind == "path":
+            files[sid] = src
+        else:
+            identities[sid] = src.identity()
+
+    def hash_file(src: AudioSource) -> str | AudioInputError:
+        try:
+            return src.identity()
+        except AudioInputError as err:  # vanished or became unreadable since it was checked
+            return err
+
+    if len(files) == 1:
+        identities.update((sid, hash_file(src)) for sid, src in files.items())
+    elif files:
+        with ThreadPoolExecutor(max_workers=min(_HASH_THREADS, len(files))) as pool:
+            identities.update(zip(files, pool.map(hash_file, files.values()), strict=True))
+
+    for i, src, lang in row_sources:
+        identity = identities[id(src)]
+        if isinstance(identity, AudioInputError):
+            result.error[i] = format_error(identity)
+            if errors == "raise":
+                raise identity
+            continue
+        key = cache_key(identity, model, lang, provider_json)
+        job = jobs.get(key)
+        if job is None:
+            jobs[key] = _Job(key=key, identity=identity, source=src, language=lang, rows=[i])
+        else:
+            job.rows.append(i)
+    return jobs
+
+
+def _fill(result: BatchResult, rows: list[int], tr: TranscriptionResult, latency: float) -> None:
+    for r in rows:
+        result.text[r] = tr.text
+        result.provider[r] = tr.provider
+        result.duration[r] = tr.duration
+        result.cost[r] = tr.cost
+        result.request_id[r] = tr.request_id
+        result.latency[r] = latency
+
+
+async def transcribe_many(
+    inputs: Sequence[object],
+    *,
+    model: str | None = None,
+    language: str | None = None,
+    languages: Sequence[object] | None = None,
+    provider: ProviderOptions | dict[str, Any] | None = None,
+    concurrency: int = 16,
+    cache: bool | str | os.PathLike[str] | Cache | None = True,
+    errors: ErrorsMode = "store",
+    progress: bool = True,
+    client: Client | AsyncClient | None = None,
+    deadline: float | None = None,
+    row_retries: int = DEFAULT_ROW_RETRIES,
+    flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+    on_progress: Callable[[int, int], None] | None = None,
+    _inside_loop: bool = True,
+) -> BatchResult:
+    """Transcribe many inputs concurrently; one outcome per input, in input order.
+
+    Parameters
+    ----------
+    inputs
+        Audio inputs (URLs, paths, bytes, data URIs), mixed freely; None/NaN rows become errors.
+    model, language, provider
+        As for :meth:`Client.transcribe`; ``language`` applies to every row.
+    languages
+        Per-row languages instead of ``language`` (None/NaN for "not given").
+    concurrency
+        The most requests in flight at once; lowered for a while when the gateway pushes back.
+    cache
+        ``True`` (default directory), a directory, a :class:`Cache`, or ``False``.
+    errors
+        ``"store"`` puts per-row errors in the result; ``"raise"`` raises the first one
+        (after finished rows are saved to the cache).
+    progress
+        Show a progress bar (also off with ``PHASEO_NO_PROGRESS=1`` or with no terminal).
+    client
+        A :class:`Client` or :class:`AsyncClient`; by default one from the environment.
+    deadline
+        Seconds for the whole run. Rows not finished by then get an ``APITimeoutError``
+        (or it is raised with ``errors="raise"``); finished rows are kept.
+    row_retries
+        Times a row whose request kept failing transiently is put back in the queue.
+    flush_interval
+        Seconds between cache flushes; a killed process loses at most this much paid work.
+    on_progress
+        Called with ``(rows done, rows in all)`` as rows finish (cached, sent or failed), on
+        the thread the engine runs on; it must be quick. Drives a widget's progress bar.
+
+    Returns
+    -------
+    BatchResult
+
+    Raises
+    ------
+    AuthenticationError, PaymentRequiredError, PermissionDeniedError
+        At once, when the gateway refuses the key or the account (nothing more is sent).
+
+    Examples
+    --------
+    >>> import asyncio, phaseo_notebook as pn
+    >>> from phaseo_notebook._batch import transcribe_many
+    >>> clips = [str(p) for p in pn.sample_paths()[:2]]
+    >>> res = asyncio.run(transcribe_many(clips, model="local/fake", cache=False, progress=False))
+    >>> len(res.text)
+    2
+    """
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"concurrency must be an integer >= 1, not {concurrency!r}")
+    if errors not in ("store", "raise"):
+        raise ValueError(f"errors must be 'store' or 'raise', not {errors!r}")
+    if languages is not None and len(languages) != len(inputs):
+        raise ValueError(
+            f"languages has {len(languages)} values for {len(inputs)} inputs; they must match"
+        )
+    if deadline is not None and (
+        isinstance(deadline, bool)
+        or not isinstance(deadline, int | float)
+        or not math.isfinite(deadline)
+        or deadline <= 0
+    ):
+        raise ValueError(
+            f"deadline must be a positive, finite number of seconds or None, not {deadline!r}"
+        )
+    started = time.monotonic()
+    # Counted from the call, so reading and hashing the inputs is part of the budget.
+    deadline_at = None if deadline is None else asyncio.get_running_loop().time() + deadline
+    n = len(inputs)
+    result = BatchResult.empty(n)
+    store = resolve_cache(cache)
+    sender = _SendFn(client, concurrency, _inside_loop)
+    try:
+        model_name, language, options, embedded = sender.resolve(model, language, provider)
+        provider_json = options.to_json() if options is not None else None
+        jobs = _plan(inputs, languages, language, model_name, provider_json, result, errors)
+        result.distinct = len(jobs)
+
+        bar = ProgressBar(n, enabled=progress_enabled(progress), on_update=on_progress)
+        bar.update(sum(e is not None for e in result.error), errors=result.errors)
+        todo: deque[_Job] = deque()
+        if store is not None and jobs:
+            keys = list(jobs)
+            positions = store.lookup(keys)
+            hits = 0
+            for key, pos in zip(keys, positions.tolist(), strict=True):
+                job = jobs[key]
+                if pos < 0:
+                    todo.append(job)
+                    continue
+                hits += 1
+                text = store.text_at(pos)
+                raw = store.raw_at(pos)
+                cached = TranscriptionResult.from_body({**raw, "text": text})
+                _fill(result, job.rows, cached, latency=0.0)
+                for r in job.rows:
+                    result.cached[r] = True
+                    result.latency[r] = None
+                bar.update(len(job.rows), cached=len(job.rows))
+            result.cache_hits = hits
+        else:
+            todo.extend(jobs.values())
+
+        try:
+            async with asyncio.timeout_at(deadline_at):
+                await _send_all(
+                    todo,
+                    sender,
+                    model_name,
+                    options,
+                    embedded,
+                    concurrency,
+                    store,
+                    result,
+                    bar,
+                    errors,
+                    row_retries,
+                    flush_interval,
+                )
+        except TimeoutError:
+            if errors == "raise":
+                raise APITimeoutError(f"batch deadline of {deadline} s reached") from None
+            unfinished = (
+                f"APITimeoutError: batch deadline of {deadline} s reached before this row finished"
+            )
+            for job in jobs.values():
+                for r in job.rows:
+                    if result.text[r] is None and result.error[r] is None:
+                        result.error[r] = unfinished
+        finally:
+            bar.close()
+    finally:
+        try:
+            if store is not None:
+                await asyncio.shield(asyncio.to_thread(store.flush))
+        finally:
+            await sender.aclose()
+    result.elapsed = time.monotonic() - started
+    return result
+
+
+async def _send_all(
+    todo: deque[_Job],
+    sender: _SendFn,
+    model: str,
+    options: ProviderOptions | None,
+    embedded: bool,
+    concurrency: int,
+    store: Cache | None,
+    result: BatchResult,
+    bar: ProgressBar,
+    errors: ErrorsMode,
+    row_retries: int,
+    flush_interval: float,
+) -> None:
+    if not todo:
+        return
+    limiter = _Limiter(AimdPolicy(ceiling=concurrency))
+    queue: asyncio.Queue[_Job | None] = asyncio.Queue()
+    for job in todo:
+        queue.put_nowait(job)
+    # Jobs not finished yet, queued or in flight: a job put back after a transient failure
+    # must still find a worker, so workers wait on the queue until this reaches zero.
+    remaining = len(todo)
+    stop: list[BaseException] = []
+    provider_json = options.to_json() if options is not None else None
+
+    def finish_all() -> None:
+        limiter.close()
+        for _ in range(concurrency):
+            queue.put_nowait(None)
+
+    min_limit = limiter.policy.capacity
+
+    def congested() -> None:
+        nonlocal min_limit
+        limiter.policy.on_congestion(time.monotonic())
+        min_limit = min(min_limit, limiter.policy.capacity)
+
+    def on_retry(err: APIError) -> None:
+        if is_congestion(err):
+            congested()
+
+    async def worker() -> None:
+        nonlocal remaining
+        while True:
+            job = await queue.get()
+            if job is None or stop or not await limiter.acquire():
+                return
+            t0 = time.monotonic()
+            outcome: TranscriptionResult | BaseException
+            try:
+                outcome = await sender.send(
+                    job.source, model, job.language, options, embedded, on_retry
+                )
+            except (PhaseoError, ValueError, OSError) as err:
+                outcome = err
+            finally:
+                limiter.release()
+            result.requests += 1
+            if isinstance(outcome, TranscriptionResult):
+                limiter.policy.on_success()
+                _fill(result, job.rows, outcome, time.monotonic() - t0)
+                if store is not None:
+                    store.add(
+                        [
+                            CacheRecord(
+                                key=job.key,
+                                identity=job.identity,
+                                model=model,
+                                language=job.language,
+                                provider=provider_json,
+                                text=outcome.text,
+                                raw=outcome.raw,
+                            )
+                        ]
+                    )
+                bar.update(len(job.rows), sent=1)
+            elif isinstance(outcome, FATAL_ERRORS):
+                stop.append(outcome)
+                finish_all()
+                return
+            elif (
+                isinstance(outcome, APIError)
+                and is_retryable(outcome)
+                and job.attempts < row_retries
+            ):
+                job.attempts += 1
+                if is_congestion(outcome):
+                    congested()
+                bar.update(0, sent=1)
+                queue.put_nowait(job)
+                continue
+            else:
+                text = format_error(outcome)
+                for r in job.rows:
+                    result.error[r] = text
+                bar.update(len(job.rows), errors=len(job.rows), sent=1)
+                if errors == "raise":
+                    stop.append(outcome)
+                    finish_all()
+                    return
+            remaining -= 1
+            if remaining == 0:
+                finish_all()
+
+    async def flusher() -> None:
+        assert store is not None
+        while True:
+            await asyncio.sleep(flush_interval)
+            if store.pending >= 1:
+                await asyncio.to_thread(store.flush)
+
+    workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    flush_task = asyncio.create_task(flusher()) if store is not None else None
+    try:
+        await asyncio.gather(*workers)
+    except BaseException:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        raise
+    finally:
+        if flush_task is not None:
+            flush_task.cancel()
+            await asyncio.gather(flush_task, return_exceptions=True)
+        result.max_in_flight = max(result.max_in_flight, limiter.max_in_flight)
+        result.extra["min_limit"] = min_limit
+    if stop:
+        raise stop[0]
+
+
+def run_sync(make_coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to completion from sync code, even inside a running event loop.
+
+    The coroutine runs on a fresh event loop in a worker thread while this thread waits in
+    short waits, so Ctrl-C (KeyboardInterrupt) reaches us promptly: we cancel the task, wait
+    for it to save what finished, and re-raise.
+
+    Examples
+    --------
+    >>> async def answer():
+    ...     return 42
+    >>> run_sync(answer)
+    42
+    """
+    box: dict[str, Any] = {}
+    ready = threading.Event()
+    done = threading.Event()
+
+    def target() -> None:
+        loop = asyncio.new_event_loop()
+        box["loop"] = loop
+        try:
+            task = loop.create_task(make_coro())
+            box["task"] = task
+            ready.set()
+            box["result"] = loop.run_until_complete(task)
+        except BaseException as err:  # handed to the caller's thread
+            box["error"] = err
+        finally:
+            ready.set()
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
+                done.set()
+
+    thread = threading.Thread(target=target, name="phaseo-notebook-batch", daemon=True)
+    thread.start()
+    try:
+        # An Event, not thread.join(): on Python 3.11 a KeyboardInterrupt landing inside
+        # join() marks the still-running thread as stopped, so the join below would return
+        # at once and the process could exit before the final cache flush.
+        while not done.wait(0.05):
+            pass
+    except KeyboardInterrupt:
+        ready.wait()
+        loop, task = box.get("loop"), box.get("task")
+        if loop is not None and task is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop finished in the meantime
+                loop.call_soon_threadsafe(task.cancel)
+        # Cancelled requests return at once; the final cache flush is a small local write.
+        done.wait(timeout=60)
+        raise
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    result: T = box["result"]
+    return result
+
+
+def transcribe_many_sync(inputs: Sequence[object], **kwargs: Any) -> BatchResult:
+    """Blocking :func:`transcribe_many`, safe to call from a notebook cell.
+
+    Examples
+    --------
+    >>> import phaseo_notebook as pn
+    >>> from phaseo_notebook._batch import transcribe_many_sync
+    >>> res = transcribe_many_sync([str(pn.sample_paths()[0])], model="local/fake",
+    ...                            cache=False, progress=False)
+    >>> res.errors
+    0
+    """
+    return run_sync(lambda: transcribe_many(inputs, _inside_loop=False, **kwargs))

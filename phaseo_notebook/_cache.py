@@ -1,0 +1,438 @@
+"""The Parquet result cache: never pay twice for the same input.
+
+Layout: a directory of Parquet part files with one schema (:data:`CACHE_SCHEMA`). Each flush
+writes a new part under a hidden temporary name and renames it into place, so a reader (or a
+second process sharing the directory) sees either the whole part or nothing, and a killed
+process loses only what it had not flushed. ``pd.read_parquet(cache_dir)`` reads the cache as
+one table; hidden names are skipped by Parquet dataset readers.
+
+Keys are content-addressed: sha256 over a format version, the audio identity (sha256 of the
+bytes, or the URL), the model, the language and the canonical provider options. Only
+successes are stored; the API key is never part of a row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ._constants import ENV_CACHE_DIR
+from ._exceptions import CacheError
+
+__all__ = ["CACHE_FORMAT_VERSION", "CACHE_SCHEMA", "Cache", "CacheRecord", "cache_key"]
+
+log = logging.getLogger("phaseo_notebook")
+
+#: Bump when the meaning of a key or a row changes: old rows then simply stop matching.
+CACHE_FORMAT_VERSION = 1
+
+CACHE_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("identity", pa.string()),
+        ("model", pa.string()),
+        ("language", pa.string()),
+        ("provider", pa.string()),
+        ("text", pa.string()),
+        ("raw", pa.string()),
+        ("created", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+_PART_PREFIX = "part-"
+_PART_SUFFIX = ".parquet"
+
+
+def cache_key(identity: str, model: str, language: str | None, provider: str | None) -> str:
+    """The cache key of one request.
+
+    Parameters
+    ----------
+    identity
+        ``sha256`` hex of the audio bytes, or ``"url:" + url``.
+    model, language
+        As sent.
+    provider
+        Canonical JSON of the provider options (``ProviderOptions.to_json()``), or None.
+
+    Examples
+    --------
+    >>> a = cache_key("url:https://x/a.wav", "m", None, None)
+    >>> a == cache_key("url:https://x/a.wav", "m", "en", None)
+    False
+    >>> len(a)
+    64
+    """
+    material = "\x1f".join(
+        (f"v{CACHE_FORMAT_VERSION}", identity, model, language or "", provider or "")
+    )
+    return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """``PHASEO_CACHE_DIR`` or ``~/.cache/phaseo-notebook``."""
+    env = os.environ.get(ENV_CACHE_DIR)
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "phaseo-notebook"
+
+
+@dataclass(frozen=True, slots=True)
+class CacheRecord:
+    """One successful transcription to store."""
+
+    key: str
+    identity: str
+    model: str
+    language: str | None
+    provider: str | None
+    text: str
+    raw: dict[str, Any]
+
+
+class Cache:
+    """A directory of Parquet part files holding finished transcriptions.
+
+    Parameters
+    ----------
+    path
+        The directory; defaults to ``PHASEO_CACHE_DIR`` or ``~/.cache/phaseo-notebook``.
+        Created on first write.
+
+    Examples
+    --------
+    >>> import tempfile, phaseo_notebook as pn
+    >>> cache = pn.Cache(tempfile.mkdtemp())
+    >>> cache.info()["rows"]
+    0
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path).expanduser() if path is not None else default_cache_dir()
+        if self.path.exists() and not self.path.is_dir():
+            raise CacheError(f"cache path {str(self.path)!r} exists and is not a directory")
+        self._lock = threading.Lock()
+        self._pending: list[CacheRecord] = []
+        # What this object has read so far; only new part files are read on the next lookup.
+        self._seen: set[str] = set()
+        self._keys: list[str] = []
+        self._texts: list[str] = []
+        self._raws: list[str] = []
+        self._index: dict[str, int] = {}
+        self.damaged: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"Cache({str(self.path)!r})"
+
+    # ---------------------------------------------------------------- reading
+
+    def _part_files(self) -> list[Path]:
+        try:
+            entries = list(os.scandir(self.path))
+        except FileNotFoundError:
+            return []
+        except OSError as err:
+            raise CacheError(f"cannot list cache directory {str(self.path)!r}: {err}") from err
+        return sorted(
+            Path(e.path)
+            for e in entries
+            if e.name.startswith(_PART_PREFIX) and e.name.endswith(_PART_SUFFIX)
+        )
+
+    def _read_part(self, part: Path) -> pa.Table | None:
+        try:
+            table = pq.read_table(part, columns=["key", "text", "raw"])
+        except FileNotFoundError:
+            return None  # removed by a compaction in another process; its rows moved on
+        except Exception as err:  # a damaged file must not take the whole cache down
+            if part.name not in self.damaged:
+                log.warning("skipping damaged cache part %s: %s", part, err)
+            self.damaged[part.name] = f"{type(err).__name__}: {err}"
+            return None
+        return table
+
+    def refresh(self) -> None:
+        """Read part files that appeared since the last call (other runs, other processes)."""
+        with self._lock:
+            for part in self._part_files():
+                if part.name in self._seen:
+                    continue
+                table = self._read_part(part)
+                if table is None:
+                    continue
+                self._seen.add(part.name)
+                self._append_columns(
+                    table.column("key").to_pylist(),
+                    table.column("text").to_pylist(),
+                    table.column("raw").to_pylist(),
+                )
+
+    def _append_columns(self, keys: list[str], texts: list[str], raws: list[str]) -> None:
+        base = len(self._keys)
+        self._keys.extend(keys)
+        self._texts.extend(texts)
+        self._raws.extend(raws)
+        # Later rows win: a re-transcription after a model change at the gateway is the truth.
+        self._index.update(zip(keys, range(base, base + len(keys)), strict=True))
+
+    def lookup(self, keys: Sequence[str]) -> np.ndarray:
+        """Positions of ``keys`` in the loaded rows, ``-1`` where absent (one vectorised pass).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> Cache(tempfile.mkdtemp()).lookup(["abc"]).tolist()
+        [-1]
+        """
+        self.refresh()
+        get = self._index.get
+        return np.fromiter((get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+
+    def text_at(self, position: int) -> str:
+        """The cached text at a position returned by :meth:`lookup`."""
+        return self._texts[position]
+
+    def raw_at(self, position: int) -> dict[str, Any]:
+        """The cached response body at a position returned by :meth:`lookup`."""
+        value = json.loads(self._raws[position])
+        return value if isinstance(value, dict) else {}
+
+    def get(self, key: str) -> str | None:
+        """The cached text for one key, or None.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> Cache(tempfile.mkdtemp()).get("abc") is None
+        True
+        """
+        pos = int(self.lookup([key])[0])
+        return None if pos < 0 else self._texts[pos]
+
+    # ---------------------------------------------------------------- writing
+
+    def add(self, records: Iterable[CacheRecord]) -> None:
+        """Queue successes; they reach disk at the next :meth:`flush`."""
+        with self._lock:
+            self._pending.extend(records)
+
+    @property
+    def pending(self) -> int:
+        """Rows queued but not yet flushed."""
+        return len(self._pending)
+
+    def flush(self) -> int:
+        """Write queued rows as one new part file (atomic rename); returns rows written."""
+        with self._lock:
+            records, self._pending = self._pending, []
+        if not records:
+            return 0
+        now = time.time_ns() // 1000
+        table = pa.table(
+            {
+                "key": [r.key for r in records],
+                "identity": [r.identity for r in records],
+                "model": [r.model for r in records],
+                "language": [r.language for r in records],
+                "provider": [r.provider for r in records],
+                "text": [r.text for r in records],
+                "raw": [json.dumps(r.raw, ensure_ascii=False, default=str) for r in records],
+                "created": pa.array([now] * len(records), type=pa.int64()).cast(
+                    pa.timestamp("us", tz="UTC")
+                ),
+            },
+            schema=CACHE_SCHEMA,
+        )
+        name = f"{_PART_PREFIX}{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}{_PART_SUFFIX}"
+        try:
+            self._write_atomic(table, name)
+        except OSError as err:
+            with self._lock:  # keep them for the next try rather than lose paid work
+                self._pending[:0] = records
+            raise CacheError(f"cannot write to cache directory {str(self.path)!r}: {err}") from err
+        with self._lock:
+            self._seen.add(name)
+            self._append_columns(
+                table.column("key").to_pylist(),
+                table.column("text").to_pylist(),
+                table.column("raw").to_pylist(),
+            )
+        return len(records)
+
+    def _write_atomic(self, table: pa.Table, name: str) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        tmp = self.path / f".{name}.{uuid.uuid4().hex[:6]}.tmp"
+        try:
+            pq.write_table(table, tmp, compression="zstd")
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path / name)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------- management
+
+    def to_pandas(self) -> Any:
+        """The whole cache as a DataFrame (damaged parts skipped).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> len(Cache(tempfile.mkdtemp()).to_pandas())
+        0
+        """
+        tables = []
+        for part in self._part_files():
+            try:
+                tables.append(pq.read_table(part, schema=CACHE_SCHEMA))
+            except FileNotFoundError:
+                continue
+            except Exception as err:
+                self.damaged[part.name] = f"{type(err).__name__}: {err}"
+                log.warning("skipping damaged cache part %s: %s", part, err)
+        table = pa.concat_tables(tables) if tables else CACHE_SCHEMA.empty_table()
+        return table.to_pandas()
+
+    def info(self) -> dict[str, Any]:
+        """Where the cache is and what it holds.
+
+        Returns
+        -------
+        dict
+            ``path``, ``parts`` (files), ``rows``, ``keys`` (distinct), ``bytes`` on disk,
+            ``damaged`` (file name -> reason) and ``pending`` (not yet flushed).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> sorted(Cache(tempfile.mkdtemp()).info())
+        ['bytes', 'damaged', 'keys', 'parts', 'path', 'pending', 'rows']
+        """
+        parts = self._part_files()
+        rows = 0
+        keys: set[str] = set()
+        for part in parts:
+            table = self._read_part(part)
+            if table is None:
+                continue
+            rows += table.num_rows
+            keys.update(table.column("key").to_pylist())
+        size = sum(p.stat().st_size for p in parts if p.exists())
+        return {
+            "path": str(self.path),
+            "parts": len(parts),
+            "rows": rows,
+            "keys": len(keys),
+            "bytes": size,
+            "damaged": dict(self.damaged),
+            "pending": self.pending,
+        }
+
+    def clear(self) -> int:
+        """Delete every part file (and stale temporary files); returns files removed.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> Cache(tempfile.mkdtemp()).clear()
+        0
+        """
+        removed = 0
+        for entry in list(os.scandir(self.path)) if self.path.is_dir() else []:
+            is_part = entry.name.startswith(_PART_PREFIX) and entry.name.endswith(_PART_SUFFIX)
+            is_tmp = entry.name.startswith(f".{_PART_PREFIX}") and entry.name.endswith(".tmp")
+            if is_part or is_tmp:
+                Path(entry.path).unlink(missing_ok=True)
+                removed += 1
+        with self._lock:
+            self._seen.clear()
+            self._keys, self._texts, self._raws = [], [], []
+            self._index.clear()
+            self.damaged.clear()
+        return removed
+
+    def compact(self) -> dict[str, int]:
+        """Merge all readable part files into one, keeping the newest row per key.
+
+        Safe while other processes append: only the parts read here are removed, after the
+        merged part is in place. Damaged parts are left where they are, for inspection.
+
+        Returns
+        -------
+        dict
+            ``parts_before``, ``parts_after``, ``rows_before``, ``rows_after``.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> Cache(tempfile.mkdtemp()).compact()["parts_after"]
+        0
+        """
+        parts = self._part_files()
+        tables: list[pa.Table] = []
+        merged_from: list[Path] = []
+        for part in parts:
+            try:
+                tables.append(pq.read_table(part, schema=CACHE_SCHEMA))
+                merged_from.append(part)
+            except FileNotFoundError:
+                continue
+            except Exception as err:
+                self.damaged[part.name] = f"{type(err).__name__}: {err}"
+        rows_before = sum(t.num_rows for t in tables)
+        if len(merged_from) <= 1:
+            return {
+                "parts_before": len(parts),
+                "parts_after": len(parts),
+                "rows_before": rows_before,
+                "rows_after": rows_before,
+            }
+        table = pa.concat_tables(tables)
+        frame = table.to_pandas()
+        frame = frame.sort_values("created", kind="stable").drop_duplicates("key", keep="last")
+        merged = pa.Table.from_pandas(frame, schema=CACHE_SCHEMA, preserve_index=False)
+        name = f"{_PART_PREFIX}{time.time_ns()}-{os.getpid()}-compact{_PART_SUFFIX}"
+        self._write_atomic(merged, name)
+        for part in merged_from:
+            part.unlink(missing_ok=True)
+        with self._lock:
+            self._seen = {name}
+            self._keys, self._texts, self._raws = [], [], []
+            self._index.clear()
+            self._append_columns(
+                merged.column("key").to_pylist(),
+                merged.column("text").to_pylist(),
+                merged.column("raw").to_pylist(),
+            )
+        return {
+            "parts_before": len(parts),
+            "parts_after": len(parts) - len(merged_from) + 1,
+            "rows_before": rows_before,
+            "rows_after": merged.num_rows,
+        }
+
+
+def resolve_cache(cache: bool | str | os.PathLike[str] | Cache | None) -> Cache | None:
+    """``True`` -> the default directory; a path -> that directory; ``False``/None -> no cache."""
+    if cache is None or cache is False:
+        return None
+    if isinstance(cache, Cache):
+        return cache
+    if cache is True:
+        return Cache()
+    if isinstance(cache, str | os.PathLike):
+        return Cache(cache)
+    raise TypeError(f"cache must be True, False, a path or a Cache, not {type(cache).__name__}")
