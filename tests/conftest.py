@@ -31,7 +31,9 @@ def make_wav(seed: int = 0, seconds: float = 0.1, rate: int = 16000) -> bytes:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+def _isolated_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """No test sees the developer's key, gateway or cache; bars are off."""
     for name in ("PHASEO_API_KEY", "PHASEO_BASE_URL", "PHASEO_LOCAL_API_KEY"):
         monkeypatch.delenv(name, raising=False)

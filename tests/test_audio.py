@@ -156,7 +156,11 @@ def test_sniffing(header: bytes, fmt: str | None) -> None:
 
 
 def test_shared_recordings_are_recognised(shared_audio: Path) -> None:
-    formats = {p.name: normalize_audio(p).format for p in sorted(shared_audio.iterdir()) if p.suffix != ".md"}
+    formats = {
+        p.name: normalize_audio(p).format
+        for p in sorted(shared_audio.iterdir())
+        if p.suffix != ".md"
+    }
     assert formats == {
         "chinese.flac": "flac",
         "english.wav": "wav",

@@ -136,7 +136,9 @@ def test_cache_false_always_sends(tmp_path: Path) -> None:
         assert gw.stats().requests == 10
 
 
-def test_transient_failures_do_not_fail_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_transient_failures_do_not_fail_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr("phaseo_notebook._constants.INITIAL_RETRY_DELAY", 0.01)
     monkeypatch.setattr("phaseo_notebook._constants.MAX_RETRY_DELAY", 0.05)
     df = pd.DataFrame({"audio": [make_wav(i) for i in range(300)]})
@@ -157,7 +159,9 @@ def test_401_stops_the_run_early(tmp_path: Path) -> None:
     with pn.LocalGateway(faults=pn.Faults(latency=0.02)) as gw:
         client = pn.Client(api_key="not-the-key", base_url=gw.url)
         with pytest.raises(pn.AuthenticationError):
-            df.stt.transcribe(col="audio", model="local/fake", concurrency=8, client=client, cache=tmp_path)
+            df.stt.transcribe(
+                col="audio", model="local/fake", concurrency=8, client=client, cache=tmp_path
+            )
         assert gw.stats().requests <= 8
 
 
@@ -169,7 +173,9 @@ def test_402_after_some_success_keeps_finished_rows(tmp_path: Path) -> None:
         gw.set_faults(pn.Faults(fail_status=402, fail_first=10_000))
         gw.reset_stats()
         with pytest.raises(pn.PaymentRequiredError):
-            df.stt.transcribe(col="audio", model="local/fake", concurrency=4, client=client, cache=tmp_path)
+            df.stt.transcribe(
+                col="audio", model="local/fake", concurrency=4, client=client, cache=tmp_path
+            )
         assert gw.stats().requests <= 4
     assert len(pd.read_parquet(tmp_path)) == 50
 
@@ -182,7 +188,10 @@ def test_errors_raise_raises_first_error(tmp_path: Path) -> None:
         one = pd.DataFrame({"audio": [make_wav(1)]})
         with pytest.raises(pn.BadRequestError):
             one.stt.transcribe(
-                col="audio", model="local/fake", errors="raise", cache=False,
+                col="audio",
+                model="local/fake",
+                errors="raise",
+                cache=False,
                 client=pn.Client(**gw.client_kwargs()),
             )
 
@@ -191,7 +200,10 @@ def test_permanent_errors_are_per_row_without_resends(tmp_path: Path) -> None:
     df = pd.DataFrame({"audio": [make_wav(i) for i in range(3)]})
     with pn.LocalGateway(faults=pn.Faults(fail_status=413, fail_first=1)) as gw:
         out = df.stt.transcribe(
-            col="audio", model="local/fake", concurrency=1, cache=False,
+            col="audio",
+            model="local/fake",
+            concurrency=1,
+            cache=False,
             client=pn.Client(**gw.client_kwargs()),
         )
         assert gw.stats().requests == 3
@@ -216,7 +228,9 @@ def test_language_col_and_series_accessor(tmp_path: Path) -> None:
     df = pd.DataFrame({"audio": [make_wav(1)] * 3, "lang": ["en", "fr", None]})
     with pn.LocalGateway() as gw:
         client = pn.Client(**gw.client_kwargs())
-        out = df.stt.transcribe(col="audio", model="local/fake", language_col="lang", client=client, cache=False)
+        out = df.stt.transcribe(
+            col="audio", model="local/fake", language_col="lang", client=client, cache=False
+        )
         langs = sorted(str(r["fields"].get("language")) for r in gw.stats().recent)
         assert langs == ["None", "en", "fr"]
         s = pd.Series([make_wav(3), None], index=["x", "y"], name="clip")
@@ -252,7 +266,9 @@ async def test_async_twin(tmp_path: Path) -> None:
     df = pd.DataFrame({"audio": [make_wav(i) for i in range(5)]})
     with pn.LocalGateway() as gw:
         async with pn.AsyncClient(**gw.client_kwargs()) as client:
-            out = await df.stt.atranscribe(col="audio", model="local/fake", client=client, cache=tmp_path)
+            out = await df.stt.atranscribe(
+                col="audio", model="local/fake", client=client, cache=tmp_path
+            )
         assert gw.stats().requests == 5
     assert out["text"].tolist() == [fake_transcript(make_wav(i)) for i in range(5)]
 
@@ -262,8 +278,12 @@ def test_deadline_keeps_finished_rows(tmp_path: Path) -> None:
     with pn.LocalGateway(faults=pn.Faults(latency=0.2)) as gw:
         t0 = time.monotonic()
         out = df.stt.transcribe(
-            col="audio", model="local/fake", concurrency=4, deadline=0.9,
-            client=pn.Client(**gw.client_kwargs()), cache=tmp_path,
+            col="audio",
+            model="local/fake",
+            concurrency=4,
+            deadline=0.9,
+            client=pn.Client(**gw.client_kwargs()),
+            cache=tmp_path,
         )
         assert time.monotonic() - t0 < 3
     done = out["text"].notna().sum()
@@ -277,7 +297,11 @@ def test_adaptive_limit_lowers_in_flight_under_429(tmp_path: Path) -> None:
     faults = pn.Faults(error_rate=0.3, error_statuses=(429,), latency=0.02, seed=1)
     with pn.LocalGateway(faults=faults) as gw:
         res = transcribe_many_sync(
-            df["audio"].tolist(), model="local/fake", concurrency=32, cache=False, progress=False,
+            df["audio"].tolist(),
+            model="local/fake",
+            concurrency=32,
+            cache=False,
+            progress=False,
             client=pn.Client(**gw.client_kwargs(), max_retries=1),
         )
     assert res.errors == 0
@@ -299,7 +323,9 @@ def test_aimd_policy_decisions() -> None:
     assert low.capacity == 1
 
 
-def test_progress_bar_counts(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_progress_bar_counts(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from phaseo_notebook import _progress
 
     monkeypatch.delenv("PHASEO_NO_PROGRESS")
@@ -337,13 +363,18 @@ RUNNER = textwrap.dedent(
 )
 
 
-def _start_runner(gw: pn.LocalGateway, n: int, cache: Path, tmp_path: Path) -> subprocess.Popen[str]:
+def _start_runner(
+    gw: pn.LocalGateway, n: int, cache: Path, tmp_path: Path
+) -> subprocess.Popen[str]:
     script = tmp_path / "runner.py"
     script.write_text(RUNNER.format(root=str(REPO_ROOT)))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, str(script), str(n), gw.url, gw.api_key or "", str(cache)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "start"
@@ -405,10 +436,10 @@ def test_notebook_executed_with_nbclient(tmp_path: Path) -> None:
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_code_cell(
-            "import sys; sys.path.insert(0, %r)\n"
+            f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r})\n"
             "import pandas as pd, phaseo_notebook as pn\n"
             "from tests.conftest import make_wav\n"
-            "from phaseo_notebook._engines import fake_transcript" % str(REPO_ROOT)
+            "from phaseo_notebook._engines import fake_transcript"
         ),
         nbformat.v4.new_code_cell(
             "with pn.LocalGateway() as gw:\n"

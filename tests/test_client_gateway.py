@@ -35,9 +35,10 @@ def test_strict_mode_fields_and_bearer_arrive(wav_bytes: bytes) -> None:
 
 def test_strict_mode_url_goes_as_audio_url(tmp_path: Path) -> None:
     (tmp_path / "a.wav").write_bytes(make_wav(5))
-    with pn.LocalGateway(mode="strict", files_dir=tmp_path) as gw, pn.Client(
-        **gw.client_kwargs()
-    ) as client:
+    with (
+        pn.LocalGateway(mode="strict", files_dir=tmp_path) as gw,
+        pn.Client(**gw.client_kwargs()) as client,
+    ):
         url = gw.file_url("a.wav")
         result = client.transcribe(url, model="local/fake")
         stats = gw.stats()
@@ -48,9 +49,10 @@ def test_strict_mode_url_goes_as_audio_url(tmp_path: Path) -> None:
 
 def test_live_mode_falls_back_to_file_part_and_keeps_it(tmp_path: Path, wav_file: Path) -> None:
     (tmp_path / "b.wav").write_bytes(make_wav(6))
-    with pn.LocalGateway(mode="live", files_dir=tmp_path) as gw, pn.Client(
-        **gw.client_kwargs()
-    ) as client:
+    with (
+        pn.LocalGateway(mode="live", files_dir=tmp_path) as gw,
+        pn.Client(**gw.client_kwargs()) as client,
+    ):
         first = client.transcribe(wav_file, model="local/fake")
         assert client.upload_mode == "file"
         second = client.transcribe(gw.file_url("b.wav"), model="local/fake")
@@ -66,7 +68,9 @@ def test_live_mode_falls_back_to_file_part_and_keeps_it(tmp_path: Path, wav_file
     assert url_upload["file"]["filename"] == "b.wav" and "audio_url" not in url_upload["fields"]
 
 
-def test_retries_are_counted_by_the_gateway(wav_bytes: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_retries_are_counted_by_the_gateway(
+    wav_bytes: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr("phaseo_notebook._client.time.sleep", lambda s: None)
     faults = pn.Faults(fail_status=503, fail_first=2)
     with pn.LocalGateway(faults=faults) as gw, pn.Client(**gw.client_kwargs()) as client:
@@ -98,9 +102,11 @@ def test_each_error_class_from_a_real_answer(
     status: int, cls: type[pn.APIStatusError], code: str | None, wav_bytes: bytes
 ) -> None:
     faults = pn.Faults(fail_status=status, fail_first=1)
-    with pn.LocalGateway(faults=faults) as gw, pn.Client(**gw.client_kwargs(), max_retries=0) as client:
-        with pytest.raises(cls) as info:
-            client.transcribe(wav_bytes, model="local/fake")
+    with (
+        pn.LocalGateway(faults=faults) as gw,
+        pn.Client(**gw.client_kwargs(), max_retries=0) as client,pytest.raises(cls) as info
+    ):
+        client.transcribe(wav_bytes, model="local/fake")
     err = info.value
     assert err.status_code == status and err.request_id
     if code is not None:

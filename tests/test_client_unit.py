@@ -244,7 +244,13 @@ def test_flat_live_error_body(status: int, cls: type[pn.APIStatusError]) -> None
 
 
 def test_openai_style_nested_error_body() -> None:
-    body = {"error": {"message": "Invalid file format.", "type": "invalid_request_error", "code": "bad_file"}}
+    body = {
+        "error": {
+            "message": "Invalid file format.",
+            "type": "invalid_request_error",
+            "code": "bad_file",
+        }
+    }
     rec = Recorder(httpx.Response(400, json=body, headers={"x-request-id": "hdr-1"}))
     with rec.client() as client, pytest.raises(pn.BadRequestError) as info:
         client.transcribe("https://x.example/a.wav", model="m")
@@ -254,7 +260,11 @@ def test_openai_style_nested_error_body() -> None:
 
 
 def test_non_json_error_body_gives_clear_message() -> None:
-    rec = Recorder(httpx.Response(403, text="<html>Forbidden by proxy</html>", headers={"content-type": "text/html"}))
+    rec = Recorder(
+        httpx.Response(
+            403, text="<html>Forbidden by proxy</html>", headers={"content-type": "text/html"}
+        )
+    )
     with rec.client() as client, pytest.raises(pn.PermissionDeniedError) as info:
         client.transcribe("https://x.example/a.wav", model="m")
     assert "non-JSON error body (text/html)" in str(info.value)
@@ -265,7 +275,9 @@ def test_api_key_not_in_error_messages() -> None:
     rec = Recorder(httpx.Response(401, json={"error": "unauthorised", "description": "bad key"}))
     with rec.client() as client, pytest.raises(pn.AuthenticationError) as info:
         client.transcribe("https://x.example/a.wav", model="m")
-    assert "sk-test-secret-123" not in str(info.value) and "sk-test-secret-123" not in repr(info.value)
+    assert "sk-test-secret-123" not in str(info.value) and "sk-test-secret-123" not in repr(
+        info.value
+    )
 
 
 # ----------------------------------------------------------------- retries
@@ -320,7 +332,7 @@ def test_backoff_is_exponential_with_full_jitter() -> None:
     for attempt in range(6):
         ceiling = min(8.0, 0.5 * 2**attempt)
         samples = [B.retry_delay(attempt, rng=rng) for _ in range(200)]
-        assert 0 <= min(samples) and max(samples) <= ceiling
+        assert min(samples) >= 0 and max(samples) <= ceiling
         assert max(samples) > ceiling * 0.8  # the whole range is used, not a fixed delay
 
 
@@ -393,10 +405,14 @@ def test_file_fallback_downloads_urls_without_the_key(wav_bytes: bytes) -> None:
         if request.url.host == "cdn.example":
             return httpx.Response(200, content=wav_bytes)
         if len(seen) == 1:
-            return httpx.Response(400, json={"error": "validation_error", "description": "file is required"})
+            return httpx.Response(
+                400, json={"error": "validation_error", "description": "file is required"}
+            )
         return httpx.Response(200, json={"text": "ok"})
 
-    with pn.Client(api_key="sk-k", base_url="https://gw.example/v1", transport=httpx.MockTransport(handler)) as client:
+    with pn.Client(
+        api_key="sk-k", base_url="https://gw.example/v1", transport=httpx.MockTransport(handler)
+    ) as client:
         client.transcribe("https://cdn.example/x/voice.wav", model="m")
     download = [r for r in seen if r.url.host == "cdn.example"]
     assert len(download) == 1 and "authorization" not in download[0].headers
@@ -405,7 +421,11 @@ def test_file_fallback_downloads_urls_without_the_key(wav_bytes: bytes) -> None:
 
 
 def test_file_fallback_happens_only_for_that_message() -> None:
-    rec = Recorder(httpx.Response(400, json={"error": "validation_error", "description": "language is invalid"}))
+    rec = Recorder(
+        httpx.Response(
+            400, json={"error": "validation_error", "description": "language is invalid"}
+        )
+    )
     with rec.client() as client, pytest.raises(pn.BadRequestError):
         client.transcribe("https://x.example/a.wav", model="m")
     assert len(rec.requests) == 1 and client.upload_mode == "contract"
@@ -420,7 +440,9 @@ async def test_async_client_shares_the_decisions(wav_bytes: bytes) -> None:
     async def handler(request: httpx.Request) -> httpx.Response:
         calls.append(request)
         if len(calls) == 1:
-            return httpx.Response(400, json={"error": "validation_error", "description": "file is required"})
+            return httpx.Response(
+                400, json={"error": "validation_error", "description": "file is required"}
+            )
         if len(calls) == 2:
             return httpx.Response(429, headers={"retry-after-ms": "1"})
         return httpx.Response(200, json={"text": "hello world"})

@@ -14,7 +14,8 @@ def test_all_is_sorted_and_complete() -> None:
     public = {
         name
         for name, value in vars(pn).items()
-        if not name.startswith("_") and getattr(value, "__module__", "").startswith("phaseo_notebook")
+        if not name.startswith("_")
+        and getattr(value, "__module__", "").startswith("phaseo_notebook")
     }
     assert public <= set(pn.__all__), public - set(pn.__all__)
     for name in pn.__all__:
