@@ -353,6 +353,8 @@ def _from_path(text: str) -> AudioSource:
         raise AudioInputError("file cannot be read (permission denied)", audio=label) from err
     except OSError as err:
         raise AudioInputError(f"path cannot be used ({err.strerror or err})", audio=label) from err
+    except ValueError as err:  # a lone surrogate, which no file name can hold
+        raise AudioInputError(f"path cannot be used ({err})", audio=label) from err
     if path.is_dir():
         raise AudioInputError("path is a directory, not an audio file", audio=label)
     _check_size(st.st_size, label)

@@ -137,6 +137,7 @@ def choose_model(model: str | None, config: ResolvedConfig) -> str:
     if model is not None:
         if not isinstance(model, str) or not model.strip():
             raise ConfigurationError(f"model must be a non-empty string, not {model!r}")
+        check_encodable("model", model)
         return model
     if config.embedded:
         return C.LOCAL_DEFAULT_MODEL
@@ -144,6 +145,28 @@ def choose_model(model: str | None, config: ResolvedConfig) -> str:
         "no model given: pass model='openai/whisper-1' (or another gateway model),"
         f" or model={C.LOCAL_DEFAULT_MODEL!r} for the embedded offline engine"
     )
+
+
+def check_encodable(name: str, value: str) -> None:
+    """Refuse text that cannot go on the wire as UTF-8 (a lone surrogate, say).
+
+    Raises
+    ------
+    ConfigurationError
+        Naming the option and the offending character.
+
+    Examples
+    --------
+    >>> check_encodable("language", "en")
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        bad = value[err.start : err.end]
+        raise ConfigurationError(
+            f"{name} {value!r} cannot be sent: {bad!r} at position {err.start} is not"
+            " valid Unicode text"
+        ) from None
 
 
 def check_remote_allowed(model: str, config: ResolvedConfig) -> None:
@@ -234,6 +257,8 @@ def build_multipart(
 
 #: What replaces the API key wherever an answer echoes it.
 REDACTED = "[redacted API key]"
+#: Shorter keys are not searched for: they would match ordinary words in a transcript.
+MIN_REDACTED_KEY_LENGTH = 12
 _UNSAFE_HEADERS = ("content-encoding", "content-length", "transfer-encoding")
 
 
@@ -243,15 +268,16 @@ def redact_secret(response: httpx.Response, secret: str | None) -> httpx.Respons
     A gateway or proxy that echoes the request's ``Authorization`` header (in a 401
     description, a debug field) must not carry the key into an exception message, a
     result's ``raw`` body or the cache. The response is returned as is when the key is
-    not in it, which is the case for every well-behaved gateway.
+    not in it, which is the case for every well-behaved gateway, and for keys shorter than
+    :data:`MIN_REDACTED_KEY_LENGTH` (real keys are far longer).
 
     Examples
     --------
-    >>> r = httpx.Response(401, json={"description": "bad key sk-123"})
-    >>> redact_secret(r, "sk-123").json()["description"]
+    >>> r = httpx.Response(401, json={"description": "bad key sk-1234567890"})
+    >>> redact_secret(r, "sk-1234567890").json()["description"]
     'bad key [redacted API key]'
     """
-    if not secret:
+    if not secret or len(secret) < MIN_REDACTED_KEY_LENGTH:
         return response
     needle = secret.encode("utf-8")
     content = response.content
@@ -288,7 +314,7 @@ def request_id_from(response: httpx.Response, body: Any = None) -> str | None:
 def _decode_json(content: bytes) -> Any:
     try:
         return json.loads(content)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # nesting deeper than the stack
         return None
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from ._audio import AudioSource, normalize_audio
-from ._base_client import is_retryable
+from ._base_client import check_encodable, is_retryable
 from ._cache import Cache, CacheRecord, cache_key, resolve_cache
 from ._client import AsyncClient, Client
 from ._exceptions import (
@@ -147,6 +147,7 @@ def _clean_language(value: object) -> str | None:
         return None
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"language {value!r} is not a non-empty string")
+    check_encodable("language", value)
     return value.strip()
 
 

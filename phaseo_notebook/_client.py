@@ -120,6 +120,8 @@ class _BaseClient:
         chosen = B.choose_model(model, self._config)
         if language is not None and (not isinstance(language, str) or not language.strip()):
             raise ValueError(f"language must be a non-empty string or None, not {language!r}")
+        if language is not None:
+            B.check_encodable("language", language)
         options = coerce_provider(provider)
         embedded = (
             not self._has_transport

@@ -104,7 +104,8 @@ def test_each_error_class_from_a_real_answer(
     faults = pn.Faults(fail_status=status, fail_first=1)
     with (
         pn.LocalGateway(faults=faults) as gw,
-        pn.Client(**gw.client_kwargs(), max_retries=0) as client,pytest.raises(cls) as info
+        pn.Client(**gw.client_kwargs(), max_retries=0) as client,
+        pytest.raises(cls) as info,
     ):
         client.transcribe(wav_bytes, model="local/fake")
     err = info.value
