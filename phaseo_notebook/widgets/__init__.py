@@ -1,0 +1,17 @@
+"""Notebook cells for speech-to-text: upload-and-transcribe, and review-and-correct.
+
+>>> import phaseo_notebook as pn
+>>> up = pn.widgets.upload()  # doctest: +SKIP
+>>> rv = pn.widgets.review(up.df, audio_col="audio", save_to="reviews.parquet")  # doctest: +SKIP
+
+Both are ipywidgets 8 widgets (display them as the last expression of a cell) and thin fronts
+over the batch engine; with no API key they use the embedded offline engine. Keyboard
+shortcuts of the review cell need ``anywidget`` (``pip install 'phaseo-notebook[widgets]'``).
+"""
+
+from __future__ import annotations
+
+from ._review import SHORTCUTS, ReviewWidget, review
+from ._upload import UploadWidget, upload
+
+__all__ = ["ReviewWidget", "SHORTCUTS", "UploadWidget", "review", "upload"]
