@@ -14,4 +14,4 @@ from __future__ import annotations
 from ._review import SHORTCUTS, ReviewWidget, review
 from ._upload import UploadWidget, upload
 
-__all__ = ["ReviewWidget", "SHORTCUTS", "UploadWidget", "review", "upload"]
+__all__ = ["SHORTCUTS", "ReviewWidget", "UploadWidget", "review", "upload"]
