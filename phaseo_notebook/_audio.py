@@ -43,6 +43,8 @@ _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
 _URL_LIKE_SCHEMES = frozenset(
     {"http", "https", "file", "ftp", "ftps", "javascript", "data", "s3", "gs", "gcs", "az", "blob"}
 )
+# Whitespace (as str.isspace() sees it) and control characters; a URL holds none.
+_URL_BAD_CHAR_RE = re.compile(r"[\s\x00-\x1f\x7f]")
 _DATA_URI_RE = re.compile(r"^data:(?P<mime>[^;,]*)(?P<params>(?:;[^;,]*)*),(?P<payload>.*)$", re.S)
 _MIME_BY_FORMAT = {
     "wav": "audio/wav",
@@ -344,7 +346,10 @@ def _from_path(text: str) -> AudioSource:
     label = describe_input(text)
     if "\x00" in text:
         raise AudioInputError("path contains a NUL character", audio=label)
-    path = Path(text).expanduser()
+    try:
+        path = Path(text).expanduser()
+    except (RuntimeError, ValueError) as err:  # "~nosuchuser", or a lone surrogate after "~"
+        raise AudioInputError(f"path cannot be used ({err})", audio=label) from err
     try:
         st = path.stat()
     except FileNotFoundError as err:
@@ -370,17 +375,20 @@ def _from_path(text: str) -> AudioSource:
 
 
 def _from_url(text: str) -> AudioSource:
-    label = describe_input(text)
+    # Every message about a URL hides its user:password@, whatever else is wrong with it.
+    label = describe_input(_strip_userinfo(text))
     if len(text) > MAX_URL_LENGTH:
         raise AudioInputError(f"URL is longer than {MAX_URL_LENGTH} characters", audio=label)
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+    if _URL_BAD_CHAR_RE.search(text):
         raise AudioInputError("URL contains whitespace or control characters", audio=label)
     try:
         parts = urlsplit(text)
         host = parts.hostname
         parts.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError as err:
-        raise AudioInputError(f"malformed URL ({err})", audio=label) from err
+        # urllib's message quotes the authority, and with it any user:password@.
+        reason = str(err) if _strip_userinfo(text) == text else "bad host or port"
+        raise AudioInputError(f"malformed URL ({reason})", audio=label) from err
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         raise AudioInputError(
@@ -405,7 +413,8 @@ def _from_url(text: str) -> AudioSource:
 
 
 def _strip_userinfo(url: str) -> str:
-    return re.sub(r"//[^/@]*@", "//***@", url, count=1)
+    # Up to the last "@" of the authority: a password may itself contain "@".
+    return re.sub(r"//[^/?#]*@", "//***@", url, count=1)
 
 
 def _from_data_uri(text: str) -> AudioSource:

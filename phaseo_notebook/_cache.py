@@ -210,6 +210,25 @@ class Cache:
         value = json.loads(self._raws[position])
         return value if isinstance(value, dict) else {}
 
+    def raws_at(self, positions: Sequence[int]) -> list[dict[str, Any]]:
+        """:meth:`raw_at` for many positions, parsed in one pass (a fresh dict each).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> Cache(tempfile.mkdtemp()).raws_at([])
+        []
+        """
+        raws = self._raws
+        try:
+            # One parse of a JSON array instead of one call per row: 3-4 times cheaper.
+            values = json.loads("[" + ",".join([raws[p] for p in positions]) + "]")
+        except ValueError:
+            values = None
+        if not isinstance(values, list) or len(values) != len(positions):
+            return [self.raw_at(p) for p in positions]
+        return [v if isinstance(v, dict) else {} for v in values]
+
     def get(self, key: str) -> str | None:
         """The cached text for one key, or None.
 
@@ -297,7 +316,7 @@ class Cache:
         tables = []
         for part in self._part_files():
             try:
-                tables.append(pq.read_table(part, schema=CACHE_SCHEMA))
+                tables.append(_read_whole_part(part))
             except FileNotFoundError:
                 continue
             except Exception as err:
@@ -386,7 +405,7 @@ class Cache:
         merged_from: list[Path] = []
         for part in parts:
             try:
-                tables.append(pq.read_table(part, schema=CACHE_SCHEMA))
+                tables.append(_read_whole_part(part))
                 merged_from.append(part)
             except FileNotFoundError:
                 continue
@@ -423,6 +442,22 @@ class Cache:
             "rows_before": rows_before,
             "rows_after": merged.num_rows,
         }
+
+
+def _read_whole_part(part: Path) -> pa.Table:
+    """Every column of a part file, in the cache schema.
+
+    Raises
+    ------
+    ValueError
+        For a Parquet file that is not a cache part (no ``key`` or ``text`` column): read
+        with the cache schema it would otherwise turn into rows of nulls.
+    """
+    names = pq.read_schema(part).names
+    missing = [name for name in ("key", "text") if name not in names]
+    if missing:
+        raise ValueError(f"not a cache part: no {' or '.join(missing)} column")
+    return pq.read_table(part, schema=CACHE_SCHEMA)
 
 
 def resolve_cache(cache: bool | str | os.PathLike[str] | Cache | None) -> Cache | None:

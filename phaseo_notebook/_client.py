@@ -393,6 +393,14 @@ def _check_download_size(size: int, source: AudioSource) -> None:
         )
 
 
+async def _read_get_body(request: httpx.Request) -> None:
+    # The aiohttp transport sends a body it finds unread as chunked, even the empty body of
+    # the GET that httpx builds to follow a redirect; servers that take no body with a GET
+    # then read the chunk terminator as the next request. Read, it is sent as no body at all.
+    if request.method == "GET":
+        await request.aread()
+
+
 class AsyncClient(_BaseClient):
     """The asynchronous twin of :class:`Client`; use it as an async context manager.
 
@@ -437,7 +445,9 @@ class AsyncClient(_BaseClient):
                     max_connections=max_connections, max_keepalive_connections=max_connections
                 )
             )
-        self._http = httpx.AsyncClient(timeout=self.timeout, transport=transport)
+        self._http = httpx.AsyncClient(
+            timeout=self.timeout, transport=transport, event_hooks={"request": [_read_get_body]}
+        )
         self._embedded_http: httpx.AsyncClient | None = None
 
     async def __aenter__(self) -> AsyncClient:

@@ -28,6 +28,7 @@ Status errors carry ``status_code``, the gateway's error ``code``, ``description
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 __all__ = [
@@ -95,6 +96,11 @@ class AudioInputError(PhaseoError, ValueError):
         self.audio = audio
         super().__init__(f"audio input {audio}: {message}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only arguments are not in ``args``: rebuild through them, or the error could
+        # not be unpickled (a Dask worker or a process pool sends it back pickled).
+        return (functools.partial(type(self), audio=self.audio), (self.reason,), self.__dict__)
+
 
 class APIError(PhaseoError):
     """A failure while talking to the gateway."""
@@ -134,6 +140,13 @@ class APIResponseError(APIError):
         self.request_id = request_id
         super().__init__(message)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # As for AudioInputError: keyword-only arguments must survive pickling.
+        rebuild = functools.partial(
+            type(self), status_code=self.status_code, request_id=self.request_id
+        )
+        return (rebuild, self.args, self.__dict__)
+
 
 class APIStatusError(APIError):
     """The gateway answered with an HTTP error status.
@@ -171,6 +184,17 @@ class APIStatusError(APIError):
         if request_id:
             message += f" (request id {request_id})"
         super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # As for AudioInputError: keyword-only arguments must survive pickling.
+        rebuild = functools.partial(
+            type(self),
+            status_code=self.status_code,
+            code=self.code,
+            request_id=self.request_id,
+            body=self.body,
+        )
+        return (rebuild, (self.description,), self.__dict__)
 
 
 class BadRequestError(APIStatusError):
