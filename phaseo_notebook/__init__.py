@@ -14,6 +14,7 @@ from typing import Any
 from . import _accessor as _accessor  # registers df.stt and series.stt
 from ._cache import Cache
 from ._client import AsyncClient, Client
+from ._compare import ModelComparison
 from ._exceptions import (
     APIConnectionError,
     APIError,
@@ -35,8 +36,10 @@ from ._exceptions import (
     RateLimitError,
     UnprocessableEntityError,
 )
+from ._export import label_studio_config, read_label_studio
 from ._extras import MissingExtraError
 from ._gateway import Faults, GatewayStats, LocalGateway
+from ._quality import ScoreResult
 from ._samples import load_samples, sample_paths, sample_references
 from ._types import ProviderOptions, TranscriptionResult
 from ._version import __version__
@@ -61,6 +64,7 @@ __all__ = [
     "InternalServerError",
     "LocalGateway",
     "MissingExtraError",
+    "ModelComparison",
     "NotFoundError",
     "PayloadTooLargeError",
     "PaymentRequiredError",
@@ -68,10 +72,13 @@ __all__ = [
     "PhaseoError",
     "ProviderOptions",
     "RateLimitError",
+    "ScoreResult",
     "TranscriptionResult",
     "UnprocessableEntityError",
     "__version__",
+    "label_studio_config",
     "load_samples",
+    "read_label_studio",
     "sample_paths",
     "sample_references",
 ]

@@ -164,7 +164,342 @@ def _run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS: tuple[Callable[[_Subparsers], None], ...] = (_add_serve,)
+# --------------------------------------------------------------------------- transcribe
+
+#: Exit statuses every command keeps to, so scripts can rely on them.
+EXIT_OK = 0
+EXIT_ROWS_FAILED = 1
+EXIT_USAGE = 2
+#: The shell's convention for a run stopped by Ctrl-C (128 + SIGINT).
+EXIT_INTERRUPTED = 130
+
+_TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+_OUT_SUFFIXES = {**_TABLE_SUFFIXES, ".jsonl": "jsonl"}
+
+
+class _UsageError(Exception):
+    """A mistake in the command line or its inputs: exit status 2 with this message."""
+
+
+def _add_transcribe(subparsers: _Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "transcribe",
+        help="transcribe a CSV, a Parquet file or a folder of audio files",
+        description=(
+            "Transcribe every row of INPUT: a CSV or Parquet file with a column of audio "
+            "(paths, relative to the current directory; http(s) URLs; data URIs), or a folder "
+            "whose audio files become the rows (column --col, plus 'file'). Finished rows are "
+            "cached, so a rerun sends only what is missing. Progress goes to stderr. Exit "
+            "status: 0 every row transcribed, 1 some rows failed (the output is still written, "
+            "with the reasons in the '<text-col>_error' column), 2 usage or fatal error "
+            "(nothing written)."
+        ),
+    )
+    parser.add_argument("input", type=Path, metavar="INPUT", help="a .csv, .parquet or folder")
+    parser.add_argument(
+        "--col", default="audio", help="column of audio inputs (default %(default)s)"
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="gateway model, e.g. openai/whisper-1 (default local/pocketsphinx when no "
+        "gateway is configured)",
+    )
+    language = parser.add_mutually_exclusive_group()
+    language.add_argument("--language", default=None, help="language of every row, e.g. en")
+    language.add_argument("--language-col", default=None, help="column of per-row languages")
+    parser.add_argument(
+        "--concurrency", type=int, default=16, help="requests in flight at once (default 16)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="file to write: .parquet, .csv or .jsonl (default: CSV on stdout)",
+    )
+    parser.add_argument(
+        "--text-col", default="text", help="name of the transcript column (default text)"
+    )
+    parser.add_argument(
+        "--metadata",
+        action="store_true",
+        help="also write the _cached, _provider, _duration, _cost, _latency, _request_id "
+        "and _language columns",
+    )
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument(
+        "--cache-dir", type=Path, default=None, help="cache directory (default $PHASEO_CACHE_DIR)"
+    )
+    cache.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    parser.add_argument(
+        "--deadline", type=float, default=None, help="seconds for the whole run (default none)"
+    )
+    parser.add_argument(
+        "--recursive", action="store_true", help="with a folder INPUT, include its subfolders"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.set_defaults(handler=_run_transcribe)
+
+
+def _read_input(path: Path, col: str, recursive: bool) -> Any:
+    """The rows to transcribe: a table file as is, or one row per audio file of a folder."""
+    import pandas as pd
+
+    from phaseo_notebook._constants import AUDIO_EXTENSIONS
+
+    if path.is_dir():
+        pattern = "**/*" if recursive else "*"
+        files = sorted(
+            p
+            for p in path.glob(pattern)
+            if p.is_file() and p.suffix.lower().lstrip(".") in AUDIO_EXTENSIONS | {"aif"}
+        )
+        if not files:
+            known = ", ".join(sorted(AUDIO_EXTENSIONS))
+            raise _UsageError(f"folder {str(path)!r} holds no audio files (extensions: {known})")
+        return pd.DataFrame(
+            {col: [str(p) for p in files], "file": [p.relative_to(path).as_posix() for p in files]}
+        )
+    if not path.exists():
+        raise _UsageError(f"input {str(path)!r} does not exist")
+    kind = _TABLE_SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise _UsageError(
+            f"input {str(path)!r} is not a .csv or .parquet file or a folder of audio files"
+        )
+    try:
+        frame = pd.read_csv(path) if kind == "csv" else pd.read_parquet(path)
+    except Exception as err:  # pandas and pyarrow raise many types for an unreadable file
+        raise _UsageError(f"cannot read {str(path)!r} as {kind}: {err}") from err
+    if col not in frame.columns:
+        shown = ", ".join(map(repr, list(frame.columns)[:20]))
+        raise _UsageError(
+            f"column {col!r} is not in {str(path)!r} (columns: {shown}); choose one with --col"
+        )
+    return frame
+
+
+def _output_kind(out: Path | None) -> str | None:
+    if out is None:
+        return None
+    kind = _OUT_SUFFIXES.get(out.suffix.lower())
+    if kind is None:
+        raise _UsageError(f"--out {str(out)!r} must end in .parquet, .csv or .jsonl")
+    return kind
+
+
+def _write_output(frame: Any, out: Path | None, kind: str | None) -> None:
+    import tempfile
+
+    if out is None:
+        frame.to_csv(sys.stdout, index=False)
+        return
+    if kind == "jsonl":
+        frame.stt.to_jsonl(out)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside the target and renamed, so a failed write never leaves half a file.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        if kind == "parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _fatal(command: str, message: str) -> int:
+    print(f"phaseo-notebook {command}: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _run_transcribe(args: argparse.Namespace) -> int:
+    from phaseo_notebook._exceptions import PhaseoError
+
+    meta = ("cached", "provider", "duration", "cost", "latency", "request_id", "language")
+    try:
+        if args.concurrency < 1:
+            raise _UsageError(f"--concurrency must be at least 1, not {args.concurrency}")
+        kind = _output_kind(args.out)
+        frame = _read_input(args.input, args.col, args.recursive)
+        if args.language_col is not None and args.language_col not in frame.columns:
+            raise _UsageError(f"--language-col {args.language_col!r} is not a column of the input")
+        cache: Any = False if args.no_cache else (args.cache_dir or True)
+        out = frame.stt.transcribe(
+            col=args.col,
+            model=args.model,
+            language=args.language,
+            language_col=args.language_col,
+            out_col=args.text_col,
+            concurrency=args.concurrency,
+            cache=cache,
+            progress=not args.no_progress,
+            deadline=args.deadline,
+            metadata=True,
+        )
+        cached = int(out[f"{args.text_col}_cached"].sum())
+        if not args.metadata:
+            out = out.drop(columns=[f"{args.text_col}_{m}" for m in meta])
+        _write_output(out, args.out, kind)
+    except _UsageError as err:
+        return _fatal("transcribe", str(err))
+    except (PhaseoError, ImportError, ValueError, TypeError, KeyError, OSError) as err:
+        # Fatal for the whole run: bad key, no extra, unwritable output, bad arguments.
+        return _fatal("transcribe", f"{type(err).__name__}: {err}")
+    except KeyboardInterrupt:
+        print(
+            "phaseo-notebook transcribe: interrupted; finished rows are in the cache, "
+            "so running the same command again sends only the rest",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    failed = int(out[f"{args.text_col}_error"].notna().sum())
+    where = f"; wrote {args.out}" if args.out is not None else ""
+    print(
+        f"transcribed {len(out) - failed} of {len(out)} rows ({cached} from the cache, "
+        f"{failed} failed){where}",
+        file=sys.stderr,
+    )
+    return EXIT_ROWS_FAILED if failed else EXIT_OK
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def _add_cache(subparsers: _Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "cache",
+        help="inspect or manage the transcript cache (info, clear, compact)",
+        description=(
+            "Inspect or manage the Parquet transcript cache: $PHASEO_CACHE_DIR, else "
+            "~/.cache/phaseo-notebook, or --dir."
+        ),
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--dir", type=Path, default=None, help="cache directory (default $PHASEO_CACHE_DIR)"
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    info = actions.add_parser(
+        "info",
+        parents=[common],
+        help="where the cache is and what it holds",
+        description="Print the cache's path, part files, rows, distinct keys and size.",
+    )
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    actions.add_parser(
+        "clear",
+        parents=[common],
+        help="delete every cached transcript",
+        description="Delete every part file of the cache (the next runs transcribe again).",
+    )
+    actions.add_parser(
+        "compact",
+        parents=[common],
+        help="merge part files into one, keeping the newest row per key",
+        description=(
+            "Merge the cache's part files into one, keeping the newest row per key; safe "
+            "while other processes write to it."
+        ),
+    )
+    parser.set_defaults(handler=_run_cache)
+
+
+def _run_cache(args: argparse.Namespace) -> int:
+    import json
+
+    from phaseo_notebook._cache import Cache
+    from phaseo_notebook._exceptions import CacheError
+
+    try:
+        cache = Cache(args.dir)
+        if args.action == "info":
+            info = cache.info()
+            if args.json:
+                print(json.dumps(info, sort_keys=True))
+            else:
+                for key in ("path", "parts", "rows", "keys", "bytes"):
+                    print(f"{key}: {info[key]}")
+                for name, reason in info["damaged"].items():
+                    print(f"damaged: {name}: {reason}")
+        elif args.action == "clear":
+            removed = cache.clear()
+            print(f"removed {removed} file(s) from {cache.path}")
+        else:
+            stats = cache.compact()
+            print(
+                f"compacted {cache.path}: {stats['parts_before']} -> {stats['parts_after']} "
+                f"part file(s), {stats['rows_before']} -> {stats['rows_after']} row(s)"
+            )
+    except (CacheError, OSError) as err:
+        return _fatal("cache", str(err))
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def _add_demo(subparsers: _Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="transcribe the bundled sample clips offline and score them",
+        description=(
+            "Transcribe the sample clips bundled with the package with the embedded offline "
+            "engine (no API key, no network) and print each clip's reference, transcript and "
+            "word error rate, then the overall rate. Needs pip install "
+            "'phaseo-notebook[local]'. A second run is answered from the cache."
+        ),
+    )
+    parser.add_argument(
+        "--model",
+        default="local/pocketsphinx",
+        help="model to use (default %(default)s; local/fake needs no extra)",
+    )
+    parser.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.set_defaults(handler=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    import phaseo_notebook as pn
+    from phaseo_notebook._exceptions import PhaseoError
+
+    try:
+        samples = pn.load_samples()
+        out = samples.stt.transcribe(
+            col="audio",
+            model=args.model,
+            cache=not args.no_cache,
+            progress=not args.no_progress,
+        )
+        scored = out.stt.score(ref="reference", hyp="text")
+    except (PhaseoError, ImportError, ValueError, OSError) as err:
+        return _fatal("demo", f"{type(err).__name__}: {err}")
+    table = scored.df[["file", "reference", "text", "wer"]]
+    with pd.option_context("display.width", 200, "display.max_colwidth", 60):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.0%}"))
+    print(
+        f"\n{args.model}: word error rate {scored.wer:.1%} over {scored.rows} clips "
+        f"({scored.words} words)"
+    )
+    failed = out["text_error"].dropna()
+    for file, reason in zip(out.loc[failed.index, "file"], failed, strict=True):
+        print(f"{file}: {reason}", file=sys.stderr)
+    return EXIT_ROWS_FAILED if len(failed) else EXIT_OK
+
+
+_COMMANDS: tuple[Callable[[_Subparsers], None], ...] = (
+    _add_serve,
+    _add_transcribe,
+    _add_cache,
+    _add_demo,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,7 +531,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        0 on success, 2 on a usage error.
+        0 on success, 1 when some rows failed (``transcribe``, ``demo``), 2 on a usage or
+        fatal error.
 
     Examples
     --------
