@@ -1,0 +1,3 @@
+"""Benchmarks of df.stt.transcribe against hand-written baselines: ``python -m benchmarks.run``."""
+
+from __future__ import annotations

@@ -1,0 +1,454 @@
+"""Dask support: ``ddf.stt.transcribe(...)`` on a :class:`dask.dataframe.DataFrame`.
+
+Importing this module registers the ``.stt`` accessor on Dask DataFrames (it needs the
+``[dask]`` extra: ``pip install 'phaseo-notebook[dask]'``)::
+
+    import dask.dataframe as dd
+    import phaseo_notebook.dask  # registers ddf.stt
+
+    ddf = dd.read_parquet("clips.parquet")          # a column of URLs or paths
+    out = ddf.stt.transcribe(col="audio_url", model="openai/whisper-1",
+                             cache="/mnt/shared/phaseo-cache", concurrency=16)
+    out.to_parquet("transcripts.parquet")
+
+The arguments and the result are those of the pandas call ``df.stt.transcribe``: the
+input's columns, index and order, plus ``out_col`` and ``f"{out_col}_error"`` (and the
+metadata columns), row for row the same values.
+
+How it runs
+-----------
+1. Every row gets a request key from its value (the URL or path string, the bytes' digest)
+   and its language; each partition keeps its distinct keys.
+2. The distinct requests are shuffled by key, so that each lands in exactly one partition,
+   and each of those partitions goes through the batch engine on a worker: cache lookup,
+   ``concurrency`` requests in flight, cache writes. An input repeated anywhere in the
+   frame is sent once, whichever workers hold its rows.
+3. The outcomes (one row per distinct request) are collected into one table, sent to every
+   partition and joined back onto its rows in order.
+
+Within a partition the engine also deduplicates by content (the same bytes behind two
+paths); across partitions rows are deduplicated by value. Rows with no usable value (None,
+an unsupported type, a language that is not a string) are checked on their partition and
+get the same error text as with pandas; nothing is sent for them.
+
+Dask turns object columns into pyarrow strings when it builds a frame (its
+``dataframe.convert-string`` setting). That fails on a column of audio bytes and turns a
+missing value into ``<NA>``; build such frames with the setting off::
+
+    with dask.config.set({"dataframe.convert-string": False}):
+        ddf = dd.from_pandas(df, npartitions=8)
+
+Using an existing cluster
+-------------------------
+Connect a ``dask.distributed`` client first; ``compute()`` then runs on that cluster::
+
+    from dask.distributed import Client
+    Client("tcp://scheduler:8786")          # or a LocalCluster, a Kubernetes cluster, ...
+    out = ddf.stt.transcribe(col="audio_url", model="openai/whisper-1",
+                             cache="/mnt/nfs/phaseo-cache", api_key=key)
+    out.compute()
+
+Each worker needs phaseo-notebook installed, access to the gateway, and, for ``cache``, the
+same directory under the same path (local disk on a one-machine cluster, NFS or another
+shared mount across machines). The gateway settings (``api_key``, ``base_url``, or
+``client_kwargs``, or the settings of a ``pn.Client`` given as ``client``) are read where
+``transcribe`` is called, environment fallbacks included, and travel to the workers inside
+the task graph: use a key meant for the job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pandas as pd
+
+from ._accessor import _assign, _dtype_for, _require_column, _result_columns
+from ._batch import BatchResult, ErrorsMode, transcribe_many_sync
+from ._cache import Cache, default_cache_dir
+from ._client import AsyncClient, Client
+from ._extras import require
+from ._types import ProviderOptions
+
+_dd = require("dask.dataframe", "dask", purpose="ddf.stt (phaseo_notebook.dask)")
+
+__all__ = ["SttDaskAccessor", "request_key"]
+
+# Column names of the intermediate frames; unlikely to clash with anything of the user's.
+_KEY = "__phaseo_key"
+_AUDIO = "__phaseo_audio"
+_LANGUAGE = "__phaseo_language"
+#: The per-row lists of a BatchResult, carried from the distinct requests back to the rows.
+_ROW_FIELDS: tuple[str, ...] = tuple(
+    f.name
+    for f in dataclasses.fields(BatchResult)
+    if isinstance(getattr(BatchResult.empty(0), f.name), list)
+)
+# The dtype pandas gives a column of strings with gaps (``str`` on pandas 3, object before).
+_TEXT_DTYPE = pd.Series(["", None]).dtype
+
+
+def request_key(value: object, language: object) -> str | None:
+    """The key that deduplicates rows across partitions: same value and language, same key.
+
+    Returns None for rows the engine must check on their own (a missing or unsupported
+    value, a language that is not a non-empty string): they are never sent.
+
+    Examples
+    --------
+    >>> request_key("https://x/a.wav", None) == request_key("https://x/a.wav", float("nan"))
+    True
+    >>> request_key("https://x/a.wav", "en") == request_key("https://x/a.wav", None)
+    False
+    >>> request_key(None, None) is None
+    True
+    """
+    if isinstance(value, str):
+        kind, material = b"s", value.encode("utf-8", "surrogatepass")
+    elif isinstance(value, bytes | bytearray | memoryview):
+        kind, material = b"b", hashlib.sha256(value).digest()
+    elif isinstance(value, os.PathLike):
+        kind, material = b"p", os.fsencode(value)
+    else:
+        return None
+    if _is_missing(language):
+        lang = b""
+    elif isinstance(language, str) and language.strip():
+        lang = language.strip().encode("utf-8", "surrogatepass")
+    else:
+        return None
+    digest = hashlib.blake2b(kind, digest_size=16)
+    # Length-prefixed, so no value/language pair can spell another one.
+    digest.update(len(material).to_bytes(8, "big"))
+    digest.update(material)
+    digest.update(lang)
+    return digest.hexdigest()
+
+
+def _is_missing(value: object) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return True
+    return type(value).__name__ in {"NAType", "NaTType"}
+
+
+def _cache_dir(cache: object) -> str | None:
+    """The cache as an absolute directory path every worker opens, or None for no cache."""
+    if cache is None or cache is False:
+        return None
+    if cache is True:
+        path = default_cache_dir()
+    elif isinstance(cache, Cache):
+        path = cache.path
+    elif isinstance(cache, str | os.PathLike):
+        text = os.fspath(cache)
+        text = text if isinstance(text, str) else os.fsdecode(text)
+        if "://" in text:
+            parts = urlsplit(text)
+            if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+                raise ValueError(
+                    f"cache {text!r} is a {parts.scheme}:// URL; the cache is a directory that"
+                    " every worker can open as a path (a local disk on one machine, NFS or"
+                    " another shared mount across machines), e.g. cache='/mnt/shared/cache'"
+                )
+            text = parts.path
+        path = Path(text).expanduser()
+    else:
+        raise TypeError(
+            f"cache must be True, False, a directory path or a Cache, not {type(cache).__name__}"
+        )
+    # Workers may run with another working directory: give them an absolute path.
+    return str(path.absolute())
+
+
+def _client_settings(
+    client: object,
+    client_kwargs: Mapping[str, Any] | None,
+    api_key: str | None,
+    base_url: str | None,
+) -> dict[str, Any]:
+    """Keyword arguments that rebuild the caller's client on a worker.
+
+    Resolved here, so that bad settings fail before anything is scheduled and the environment
+    variables read are those of this process, not of the workers.
+    """
+    if client is not None:
+        if client_kwargs is not None or api_key is not None or base_url is not None:
+            raise ValueError("give either client= or client_kwargs=/api_key=/base_url=, not both")
+        if not isinstance(client, Client | AsyncClient):
+            raise TypeError(
+                "client must be a phaseo_notebook Client or AsyncClient,"
+                f" not {type(client).__name__}"
+            )
+        if client._has_transport:
+            raise TypeError(
+                "a client with a custom transport cannot be sent to Dask workers;"
+                " pass its settings as client_kwargs= instead"
+            )
+        return client._settings()
+    kwargs = dict(client_kwargs or {})
+    if "transport" in kwargs:
+        raise TypeError("client_kwargs cannot hold a transport: it cannot be sent to Dask workers")
+    for name, value in (("api_key", api_key), ("base_url", base_url)):
+        if value is not None:
+            if name in kwargs:
+                raise ValueError(f"{name} is given both directly and in client_kwargs")
+            kwargs[name] = value
+    with Client(**kwargs) as probe:
+        return probe._settings()
+
+
+def _output_dtypes(out_col: str, metadata: bool) -> dict[str, Any]:
+    names = _result_columns(BatchResult.empty(0), out_col, metadata)
+    return {name: _dtype_for(name, []) or _TEXT_DTYPE for name in names}
+
+
+# --------------------------------------------------------------------------- on the workers
+
+
+def _distinct_requests(
+    part: pd.DataFrame, col: str, language_col: str | None, language: str | None
+) -> pd.DataFrame:
+    """One row per distinct request key of a partition (rows with no key are left out)."""
+    values = part[col].tolist()
+    languages = part[language_col].tolist() if language_col is not None else [language] * len(part)
+    keys = [request_key(v, lang) for v, lang in zip(values, languages, strict=True)]
+    frame = pd.DataFrame({_KEY: keys, _AUDIO: values, _LANGUAGE: languages}, dtype=object)
+    return frame[frame[_KEY].notna()].drop_duplicates(_KEY)
+
+
+def _drop_duplicate_keys(part: pd.DataFrame) -> pd.DataFrame:
+    return part.drop_duplicates(_KEY)
+
+
+def _outcome_frame(keys: Sequence[Any], result: BatchResult) -> pd.DataFrame:
+    columns = {_KEY: list(keys)}
+    columns.update({name: getattr(result, name) for name in _ROW_FIELDS})
+    # Object columns keep every value as the engine made it (None stays None).
+    return pd.DataFrame(columns, dtype=object)
+
+
+def _run_engine(
+    inputs: list[Any], languages: list[Any] | None, engine: Mapping[str, Any], cache: str | None
+) -> BatchResult:
+    settings = engine["settings"]
+    with Client(**settings) as client:
+        return transcribe_many_sync(
+            inputs,
+            model=engine["model"],
+            language=None if languages is not None else engine["language"],
+            languages=languages,
+            provider=engine["provider"],
+            concurrency=engine["concurrency"],
+            cache=cache if cache is not None else False,
+            errors=engine["errors"],
+            progress=False,
+            client=client,
+            deadline=engine["deadline"],
+        )
+
+
+def _transcribe_distinct(
+    part: pd.DataFrame, engine: Mapping[str, Any], by_row_language: bool
+) -> pd.DataFrame:
+    """Send a partition of distinct requests through the batch engine, with the cache."""
+    if part.empty:
+        return _outcome_frame([], BatchResult.empty(0))
+    languages = part[_LANGUAGE].tolist() if by_row_language else None
+    result = _run_engine(part[_AUDIO].tolist(), languages, engine, engine["cache"])
+    return _outcome_frame(part[_KEY].tolist(), result)
+
+
+def _attach(
+    part: pd.DataFrame,
+    outcomes: pd.DataFrame,
+    col: str,
+    language_col: str | None,
+    out_col: str,
+    metadata: bool,
+    engine: Mapping[str, Any],
+    dtypes: Mapping[str, Any],
+) -> pd.DataFrame:
+    """Give every row of a partition the outcome of its request, as the pandas call would."""
+    n = len(part)
+    values = part[col].tolist()
+    languages = (
+        part[language_col].tolist() if language_col is not None else [engine["language"]] * n
+    )
+    keys = [request_key(v, lang) for v, lang in zip(values, languages, strict=True)]
+    positions = pd.Index(outcomes[_KEY]).get_indexer(pd.Index(keys, dtype=object)).tolist()
+    lost = [r for r, (k, p) in enumerate(zip(keys, positions, strict=True)) if k and p < 0]
+    if lost:
+        raise RuntimeError(f"no outcome was computed for rows {lost[:5]} of a partition")
+    result = BatchResult.empty(n)
+    defaults = BatchResult.empty(1)
+    for name in _ROW_FIELDS:
+        column, default = outcomes[name].tolist(), getattr(defaults, name)[0]
+        setattr(result, name, [column[p] if p >= 0 else default for p in positions])
+    unkeyed = [r for r, k in enumerate(keys) if k is None]
+    if unkeyed:
+        # None, an unsupported type or a bad language: the engine names the problem, as with
+        # pandas, and sends nothing.
+        own = _run_engine(
+            [values[r] for r in unkeyed],
+            [languages[r] for r in unkeyed] if language_col is not None else None,
+            engine,
+            None,
+        )
+        for i, row in enumerate(unkeyed):
+            for name in _ROW_FIELDS:
+                getattr(result, name)[row] = getattr(own, name)[i]
+    out = _assign(part, _result_columns(result, out_col, metadata))
+    return out.astype(dict(dtypes))
+
+
+# --------------------------------------------------------------------------- the accessor
+
+
+@_dd.extensions.register_dataframe_accessor("stt")
+class SttDaskAccessor:
+    """``ddf.stt``: speech-to-text on a Dask DataFrame column (see the module docstring).
+
+    Examples
+    --------
+    >>> import dask.dataframe as dd, pandas as pd
+    >>> import phaseo_notebook.dask
+    >>> ddf = dd.from_pandas(pd.DataFrame({"audio": ["https://x/a.wav"]}), npartitions=1)
+    >>> out = ddf.stt.transcribe(col="audio", model="local/fake", cache=False)
+    >>> list(out.columns)
+    ['audio', 'text', 'text_error']
+    """
+
+    def __init__(self, dask_obj: Any) -> None:
+        self._obj = dask_obj
+
+    def transcribe(
+        self,
+        col: str = "audio_url",
+        *,
+        model: str | None = None,
+        language: str | None = None,
+        language_col: str | None = None,
+        provider: ProviderOptions | dict[str, Any] | None = None,
+        out_col: str = "text",
+        concurrency: int = 16,
+        cache: bool | str | os.PathLike[str] | Cache | None = True,
+        errors: ErrorsMode = "store",
+        progress: bool = False,
+        client: Client | AsyncClient | None = None,
+        client_kwargs: Mapping[str, Any] | None = None,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        deadline: float | None = None,
+        metadata: bool = False,
+    ) -> Any:
+        """Transcribe the audio in ``col``; a lazy Dask DataFrame with the pandas call's columns.
+
+        Parameters
+        ----------
+        col, model, language, language_col, provider, out_col, errors, metadata
+            As for ``df.stt.transcribe``.
+        concurrency
+            Requests in flight per partition being transcribed (a worker running T tasks at
+            once has up to T x ``concurrency``).
+        cache
+            A directory every worker can open under the same path (``True``: the default
+            cache directory of this machine, ``PHASEO_CACHE_DIR`` included; a
+            :class:`Cache`: its directory), or ``False``. Relative paths are made absolute
+            here. Each partition reads the cache's index once: compact a large cache
+            (``pn.Cache(path).compact()``) to keep that quick.
+        progress
+            Ignored on workers, which never draw bars; Dask's own progress bar or dashboard
+            shows the tasks.
+        client
+            A :class:`Client` or :class:`AsyncClient` whose settings the workers use (it
+            cannot be sent itself); or give ``client_kwargs`` or ``api_key``/``base_url``.
+        deadline
+            Seconds for each partition's run.
+
+        Returns
+        -------
+        dask.dataframe.DataFrame
+            Lazy; ``compute()`` (or ``to_parquet``, ...) runs it.
+
+        Raises
+        ------
+        KeyError
+            ``col`` or ``language_col`` is not a column.
+        ValueError, TypeError
+            A bad argument, found before anything is scheduled.
+        ConfigurationError
+            Gateway settings that cannot work (no model while a gateway is configured, ...).
+
+        Examples
+        --------
+        >>> out = ddf.stt.transcribe(col="audio", model="openai/whisper-1",
+        ...                          cache="/mnt/shared/cache", api_key=key)  # doctest: +SKIP
+        >>> out.compute()  # doctest: +SKIP
+        """
+        ddf = self._obj
+        _require_column(ddf._meta, col, "audio column")
+        if language is not None and language_col is not None:
+            raise ValueError("give either language= or language_col=, not both")
+        if language_col is not None:
+            _require_column(ddf._meta, language_col, "language column")
+        if not isinstance(out_col, str) or not out_col:
+            raise ValueError(f"out_col must be a non-empty string, not {out_col!r}")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be an integer >= 1, not {concurrency!r}")
+        if errors not in ("store", "raise"):
+            raise ValueError(f"errors must be 'store' or 'raise', not {errors!r}")
+        if deadline is not None and deadline <= 0:
+            raise ValueError(f"deadline must be a positive number of seconds, not {deadline!r}")
+        settings = _client_settings(client, client_kwargs, api_key, base_url)
+        with Client(**settings) as probe:
+            model, language, options, _ = probe._resolve(model, language, provider)
+        engine = {
+            "settings": settings,
+            "model": model,
+            "language": language,
+            "provider": options,
+            "concurrency": concurrency,
+            "cache": _cache_dir(cache),
+            "errors": errors,
+            "deadline": deadline,
+        }
+
+        text_meta = pd.Series([], dtype=object)
+        distinct = ddf.map_partitions(
+            _distinct_requests,
+            col,
+            language_col,
+            language,
+            meta=pd.DataFrame({_KEY: text_meta, _AUDIO: text_meta, _LANGUAGE: text_meta}),
+        )
+        # Hash-partitioned by key: each distinct request lands in exactly one partition.
+        distinct = distinct.shuffle(
+            _KEY, npartitions=ddf.npartitions, ignore_index=True, shuffle_method="tasks"
+        ).map_partitions(_drop_duplicate_keys, meta=distinct._meta)
+        outcomes = distinct.map_partitions(
+            _transcribe_distinct,
+            engine,
+            language_col is not None,
+            meta=_outcome_frame([], BatchResult.empty(0)),
+        )
+        dtypes = _output_dtypes(out_col, metadata)
+        meta = _assign(ddf._meta, _result_columns(BatchResult.empty(0), out_col, metadata))
+        return ddf.map_partitions(
+            _attach,
+            # One partition: Dask hands the whole table to every partition of the input.
+            outcomes.repartition(npartitions=1),
+            col,
+            language_col,
+            out_col,
+            metadata,
+            engine,
+            dtypes,
+            meta=meta.astype(dtypes),
+            align_dataframes=False,
+        )

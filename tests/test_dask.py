@@ -1,0 +1,256 @@
+"""ddf.stt.transcribe on a two-process Dask cluster, against the local gateway over HTTP."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+import phaseo_notebook as pn
+from phaseo_notebook._engines import fake_transcript
+
+from .conftest import make_wav
+
+dask = pytest.importorskip("dask")
+dd = pytest.importorskip("dask.dataframe")
+distributed = pytest.importorskip("dask.distributed")
+
+import phaseo_notebook.dask  # noqa: E402  (registers ddf.stt; needs dask, skipped above)
+from phaseo_notebook.dask import request_key  # noqa: E402
+
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
+
+ROWS = 1000
+PARTITIONS = 4
+# Columns that differ between any two runs, whatever sends them.
+VOLATILE = ["text_latency", "text_request_id"]
+
+
+@pytest.fixture(scope="module")
+def dask_client() -> Iterator[Any]:
+    """Two worker processes with one thread each, started without the developer's settings."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("PHASEO_API_KEY", "PHASEO_BASE_URL", "PHASEO_LOCAL_API_KEY"):
+            mp.delenv(name, raising=False)
+        mp.setenv("PHASEO_NO_PROGRESS", "1")
+        with (
+            distributed.LocalCluster(
+                n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
+            ) as cluster,
+            distributed.Client(cluster) as client,
+        ):
+            yield client
+
+
+def to_dask(df: pd.DataFrame) -> Any:
+    # As the module docstring says: keep bytes and missing values as they are.
+    with dask.config.set({"dataframe.convert-string": False}):
+        return dd.from_pandas(df, npartitions=PARTITIONS, sort=False)
+
+
+@pytest.fixture
+def mixed(tmp_path: Path) -> tuple[Path, list[object]]:
+    """A files folder and 1,000 inputs: 150 distinct valid ones, each in every partition.
+
+    URLs the gateway serves, paths and in-memory bytes, each six times, plus a None or a
+    missing file every tenth row. Every valid input has its own content, so the gateway's
+    per-audio counts name them one to one. With each input in every partition, two workers
+    transcribing their first partitions at the same time would both send it.
+    """
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for n in range(50):
+        (folder / f"u{n}.wav").write_bytes(make_wav(1000 + n))
+        (folder / f"p{n}.wav").write_bytes(make_wav(2000 + n))
+    distinct: list[object] = [f"url:u{n}" for n in range(50)]  # a gateway URL once it runs
+    distinct += [str(folder / f"p{n}.wav") for n in range(50)]
+    distinct += [make_wav(3000 + n) for n in range(50)]
+    values: list[object] = []
+    valid = iter(range(ROWS))
+    for i in range(ROWS):
+        if i % 10 == 9:
+            values.append(None if i % 20 == 9 else str(folder / "missing.wav"))
+        else:
+            values.append(distinct[next(valid) % 150])
+    return folder, values
+
+
+def test_thousand_rows_equal_pandas_each_input_sent_once_and_rerun_sends_nothing(
+    dask_client: Any, mixed: tuple[Path, list[object]], tmp_path: Path
+) -> None:
+    folder, template = mixed
+    cache = tmp_path / "shared-cache"
+    with pn.LocalGateway(files_dir=folder) as gw:
+        values = [
+            gw.file_url(f"{v[4:]}.wav") if isinstance(v, str) and v.startswith("url:") else v
+            for v in template
+        ]
+        df = pd.DataFrame({"audio": values, "row": range(ROWS)})
+        df.index = pd.Index([f"clip-{(i * 7919) % 10007}" for i in range(ROWS)], name="clip_id")
+        ddf = to_dask(df)
+        out = ddf.stt.transcribe(
+            col="audio",
+            model="local/fake",
+            cache=str(cache),
+            client_kwargs=gw.client_kwargs(),
+            concurrency=8,
+            metadata=True,
+        )
+        with distributed.get_task_stream(client=dask_client) as stream:
+            first = out.compute()
+        stats = gw.stats()
+
+        # Each of the 150 distinct valid inputs was sent exactly once, by both workers together.
+        assert stats.requests == 150
+        assert len(stats.audio_counts) == 150
+        assert set(stats.audio_counts.values()) == {1}
+        senders = {t["worker"] for t in stream.data if "_transcribe_distinct" in t["key"][0]}
+        assert len(senders) == 2
+
+        gw.reset_stats()
+        again = ddf.stt.transcribe(
+            col="audio",
+            model="local/fake",
+            cache=str(cache),
+            client_kwargs=gw.client_kwargs(),
+            metadata=True,
+        ).compute()
+        assert gw.stats().requests == 0
+        assert again["text"].equals(first["text"])
+        assert again.loc[again["text"].notna(), "text_cached"].all()
+
+        expected = df.stt.transcribe(
+            col="audio",
+            model="local/fake",
+            cache=False,
+            client=pn.Client(**gw.client_kwargs()),
+            metadata=True,
+            progress=False,
+        )
+
+    pd.testing.assert_frame_equal(first.drop(columns=VOLATILE), expected.drop(columns=VOLATILE))
+    ok = first["text"].notna()
+    assert ok.sum() == 900 and first.loc[~ok, "text_error"].notna().all()
+    on_disk = pd.read_parquet(cache)
+    assert len(on_disk) == 150
+    some_bytes = next(v for v in values if isinstance(v, bytes))
+    assert first.loc[df["audio"].map(lambda v: v is some_bytes), "text"].iloc[0] == (
+        fake_transcript(some_bytes)
+    )
+
+
+def test_language_column_matches_pandas(dask_client: Any, tmp_path: Path) -> None:
+    clips = [make_wav(4000 + n) for n in range(12)]
+    languages: list[object] = ["en", "fr", None, float("nan"), " en ", "", 5]
+    df = pd.DataFrame(
+        {
+            "audio": [clips[i % 12] for i in range(84)],
+            "lang": [languages[i % 7] for i in range(84)],
+        }
+    )
+    with pn.LocalGateway() as gw:
+        out = (
+            to_dask(df)
+            .stt.transcribe(
+                col="audio",
+                language_col="lang",
+                model="local/fake",
+                cache=str(tmp_path / "cache"),
+                client_kwargs=gw.client_kwargs(),
+            )
+            .compute()
+        )
+        sent = gw.stats().requests
+        expected = df.stt.transcribe(
+            col="audio",
+            language_col="lang",
+            model="local/fake",
+            cache=False,
+            client=pn.Client(**gw.client_kwargs()),
+            progress=False,
+        )
+    pd.testing.assert_frame_equal(out, expected)
+    # 12 clips x {"en", "fr", no language}; "" and 5 are errors, " en " is "en".
+    assert sent == 36
+    assert out["text_error"].str.contains("not a non-empty string").sum() == 24
+
+
+def test_errors_raise_brings_the_typed_error_back_from_a_worker(
+    dask_client: Any, tmp_path: Path
+) -> None:
+    df = pd.DataFrame({"audio": [str(tmp_path / "missing.wav")] * 4})
+    with pn.LocalGateway() as gw:
+        out = to_dask(df).stt.transcribe(
+            col="audio",
+            model="local/fake",
+            cache=False,
+            errors="raise",
+            client_kwargs=gw.client_kwargs(),
+        )
+        with pytest.raises(pn.AudioInputError, match="file does not exist"):
+            out.compute()
+        assert gw.stats().requests == 0
+
+
+# ----------------------------------------------------------------- checks before any scheduling
+
+
+def test_bad_arguments_fail_before_anything_runs(tmp_path: Path) -> None:
+    ddf = to_dask(pd.DataFrame({"audio": ["https://example.com/a.wav"]}))
+    with pytest.raises(KeyError, match="'nope' is not a column"):
+        ddf.stt.transcribe(col="nope", model="local/fake")
+    with pytest.raises(ValueError, match="s3:// URL"):
+        ddf.stt.transcribe(col="audio", model="local/fake", cache="s3://bucket/cache")
+    with pytest.raises(TypeError, match="custom transport"):
+        ddf.stt.transcribe(
+            col="audio",
+            model="local/fake",
+            client=pn.Client(transport=__import__("httpx").MockTransport(lambda r: None)),
+        )
+    with pytest.raises(ValueError, match="either client= or client_kwargs="):
+        ddf.stt.transcribe(col="audio", client=pn.Client(), api_key="k")
+    with pytest.raises(ValueError, match="concurrency"):
+        ddf.stt.transcribe(col="audio", model="local/fake", concurrency=0)
+    with pytest.raises(pn.ConfigurationError, match="no model given"):
+        ddf.stt.transcribe(col="audio", base_url="http://127.0.0.1:9/v1")
+
+
+def test_cache_paths_are_absolute_for_the_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from phaseo_notebook.dask import _cache_dir
+
+    monkeypatch.chdir(tmp_path)
+    assert _cache_dir("rel/cache") == str(tmp_path / "rel" / "cache")
+    assert _cache_dir(f"file://{tmp_path}/c") == str(tmp_path / "c")
+    assert _cache_dir(pn.Cache(tmp_path / "x")) == str(tmp_path / "x")
+    assert _cache_dir(True) == os.environ["PHASEO_CACHE_DIR"]
+    assert _cache_dir(False) is None
+
+
+def test_request_key_separates_kinds_and_languages() -> None:
+    wav = make_wav(1)
+    assert request_key(wav, None) == request_key(bytearray(wav), None)
+    assert request_key("a.wav", None) != request_key(Path("a.wav"), None)
+    assert request_key("a.wav", "en") == request_key("a.wav", " en ")
+    assert request_key("a.wav", "") is None and request_key("a.wav", 5) is None
+    assert request_key(3.5, None) is None
+    # Length-prefixed: moving a byte between value and language never collides.
+    assert request_key("ab", "c") != request_key("a", "bc")
+
+
+def test_engine_errors_survive_pickling() -> None:
+    """What a worker sends back when a partition fails (errors="raise", a refused key)."""
+    errors = [
+        pn.AudioInputError("file does not exist", audio="'x.wav'"),
+        pn.AuthenticationError("bad key", status_code=401, code="unauthorised", request_id="r1"),
+        pn.APIResponseError("truncated body", status_code=200, request_id="r2"),
+    ]
+    for err in errors:
+        back = pickle.loads(pickle.dumps(err))
+        assert type(back) is type(err) and str(back) == str(err) and vars(back) == vars(err)
