@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -299,3 +300,40 @@ def test_load_samples_frame() -> None:
     assert list(frame["audio"]) == [str(path) for path in sample_paths()]
     assert dict(zip(frame["file"], frame["reference"], strict=True)) == sample_references()
     assert all(Path(audio).is_file() for audio in frame["audio"])
+
+
+def test_a_script_without_a_main_guard_runs_once(tmp_path: Path) -> None:
+    """Workers are fresh interpreters: they never re-run the user's script."""
+    pytest.importorskip("pocketsphinx")
+    script = tmp_path / "plain_script.py"
+    script.write_text(
+        "import pandas as pd, phaseo_notebook as pn\n"
+        "print('script body ran', flush=True)\n"
+        f"df = pd.DataFrame({{'audio': [{str(AUDIO / 'english.wav')!r}]}})\n"
+        "out = df.stt.transcribe(col='audio', cache=False, progress=False)\n"
+        "print('text:', out['text'].iloc[0], flush=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("script body ran") == 1
+    assert "text: one two three" in done.stdout
+
+
+def test_a_dead_worker_is_a_typed_error_and_is_replaced() -> None:
+    pytest.importorskip("pocketsphinx")
+    from phaseo_notebook._engines._workers import EngineCrashedError, WorkerPool
+
+    pool = WorkerPool(1)
+    try:
+        english = (AUDIO / "english.wav").read_bytes()
+        assert pool.submit(english).result(timeout=60).text == "one two three"
+        (proc,) = pool._procs
+        proc.kill()
+        with pytest.raises(EngineCrashedError, match="died"):
+            pool.submit(english).result(timeout=60)
+        assert pool.submit(english).result(timeout=60).text == "one two three"
+    finally:
+        pool.shutdown()
+    assert pool._procs == set()

@@ -23,11 +23,8 @@ language actually used, so quality checks upstream can notice a mismatch.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import os
 import threading
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any
 
 from phaseo_notebook._engines._decode import (
@@ -35,6 +32,7 @@ from phaseo_notebook._engines._decode import (
     EngineResult,
     decode_to_pcm16k,
 )
+from phaseo_notebook._engines._workers import WorkerPool
 
 if TYPE_CHECKING:
     import numpy as np
@@ -44,11 +42,6 @@ __all__ = ["MODEL_LANGUAGE", "PocketSphinxEngine"]
 
 #: The language of the bundled model, reported as the result's language.
 MODEL_LANGUAGE = "en"
-
-# The gateway runs an event loop in threads; forking such a process can deadlock the
-# child on locks held by other threads, so workers start with "spawn" (also the only
-# start method available everywhere).
-_START_METHOD = "spawn"
 
 
 def _new_decoder() -> Any:
@@ -93,22 +86,6 @@ def _transcribe_with(decoder: Any, data: bytes) -> EngineResult:
     return EngineResult(_recognise(decoder, pcm), duration=duration, language=MODEL_LANGUAGE)
 
 
-# One decoder per worker process, created by the pool's initializer.
-_worker_decoder: Any = None
-
-
-def _init_worker() -> None:
-    global _worker_decoder
-    _worker_decoder = _new_decoder()
-
-
-def _transcribe_in_worker(data: bytes) -> EngineResult:
-    global _worker_decoder
-    if _worker_decoder is None:  # pragma: no cover - the initializer always ran
-        _worker_decoder = _new_decoder()
-    return _transcribe_with(_worker_decoder, data)
-
-
 class PocketSphinxEngine:
     """Real offline English transcription with the model bundled in ``pocketsphinx``.
 
@@ -131,10 +108,10 @@ class PocketSphinxEngine:
     Notes
     -----
     Calling :meth:`transcribe` from a thread next to an event loop stalls that loop for
-    the whole decode (about real time): use :meth:`atranscribe` there. Worker processes
-    are spawned, so a script that uses :meth:`atranscribe` needs the usual
-    ``if __name__ == "__main__":`` guard (notebooks do not). :meth:`close` shuts the
-    pool down; a later call starts a new one.
+    the whole decode (about real time): use :meth:`atranscribe` there. The workers are
+    fresh interpreters fed through pipes (:mod:`._workers`), so a plain script needs no
+    ``if __name__ == "__main__":`` guard. :meth:`close` shuts the pool down; a later
+    call starts a new one.
 
     Examples
     --------
@@ -152,7 +129,7 @@ class PocketSphinxEngine:
         self.workers: int = workers if workers is not None else (os.cpu_count() or 1)
         self._decoder: Any = None
         self._decoder_lock = threading.Lock()
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: WorkerPool | None = None
         self._pool_lock = threading.Lock()
 
     def transcribe(self, data: bytes, *, language: str | None = None) -> EngineResult:
@@ -205,29 +182,15 @@ class PocketSphinxEngine:
         ------
         AudioDecodeError
             If ``data`` is not decodable audio.
-        concurrent.futures.process.BrokenProcessPool
-            If a worker died (e.g. killed for memory); the pool is dropped so the next
-            call starts a fresh one.
+        EngineCrashedError
+            If the worker died (e.g. killed for memory); the next call starts a new one.
         """
-        pool = self._get_pool()
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(pool, _transcribe_in_worker, data)
-        except BrokenProcessPool:
-            with self._pool_lock:
-                if self._pool is pool:
-                    self._pool = None
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+        return await asyncio.wrap_future(self._get_pool().submit(data))
 
-    def _get_pool(self) -> ProcessPoolExecutor:
+    def _get_pool(self) -> WorkerPool:
         with self._pool_lock:
             if self._pool is None:
-                self._pool = ProcessPoolExecutor(
-                    max_workers=self.workers,
-                    mp_context=multiprocessing.get_context(_START_METHOD),
-                    initializer=_init_worker,
-                )
+                self._pool = WorkerPool(self.workers)
             return self._pool
 
     def close(self) -> None:
@@ -239,7 +202,7 @@ class PocketSphinxEngine:
         with self._pool_lock:
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown()
         with self._decoder_lock:
             self._decoder = None
 
