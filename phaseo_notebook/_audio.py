@@ -28,6 +28,7 @@ __all__ = [
     "coerce_download",
     "describe_input",
     "input_type_name",
+    "is_missing",
     "mime_for_format",
     "normalize_audio",
     "sniff_audio_format",
@@ -272,13 +273,20 @@ def _require_audio(header: bytes, label: str) -> str:
     return fmt
 
 
-def _is_missing(audio: object) -> bool:
-    if audio is None:
+def is_missing(value: object) -> bool:
+    """True for the values pandas uses for "no value": None, NaN, ``pd.NA`` and ``pd.NaT``.
+
+    Examples
+    --------
+    >>> is_missing(None), is_missing(float("nan")), is_missing("")
+    (True, True, False)
+    """
+    if value is None:
         return True
-    if isinstance(audio, float) and math.isnan(audio):
+    if isinstance(value, float) and math.isnan(value):
         return True
     # pandas.NA and NaT without importing pandas here.
-    return type(audio).__name__ in {"NAType", "NaTType"}
+    return type(value).__name__ in {"NAType", "NaTType"}
 
 
 def normalize_audio(audio: object) -> AudioSource:
@@ -310,7 +318,7 @@ def normalize_audio(audio: object) -> AudioSource:
     ...
     phaseo_notebook._exceptions.AudioInputError: audio input None (NoneType): missing value
     """
-    if _is_missing(audio):
+    if is_missing(audio):
         raise AudioInputError("missing value", audio=describe_input(audio))
     if isinstance(audio, bytes | bytearray | memoryview):
         return _from_bytes(bytes(audio), describe_input(audio))

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from ._audio import AudioSource, normalize_audio
+from ._audio import AudioSource, is_missing, normalize_audio
 from ._base_client import check_encodable, is_retryable
 from ._cache import Cache, CacheRecord, cache_key, resolve_cache
 from ._client import AsyncClient, Client
@@ -142,9 +142,7 @@ def format_error(err: BaseException) -> str:
 
 
 def _clean_language(value: object) -> str | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if type(value).__name__ in {"NAType", "NaTType"}:
+    if is_missing(value):
         return None
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"language {value!r} is not a non-empty string")

@@ -44,6 +44,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._audio import is_missing
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -97,14 +99,6 @@ def label_studio_config() -> str:
 # --------------------------------------------------------------------------- values
 
 
-def _missing(value: object) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return type(value).__name__ in {"NAType", "NaTType"}
-
-
 def _data_uri(data: bytes) -> str:
     from ._audio import mime_for_format, sniff_audio_format
 
@@ -129,7 +123,7 @@ def json_safe(value: Any, *, audio_bytes: AudioBytes = "data_uri") -> Any:
         return _OMIT if audio_bytes == "omit" else _data_uri(bytes(value))
     if isinstance(value, str | bool | int) or value is None:
         return value
-    if _missing(value):  # before the datetime test: NaT is a datetime
+    if is_missing(value):  # before the datetime test: NaT is a datetime
         return None
     if isinstance(value, float):
         return value if math.isfinite(value) else None
@@ -212,7 +206,7 @@ def _task_audio(
     from ._audio import normalize_audio
     from ._exceptions import AudioInputError
 
-    if _missing(value):
+    if is_missing(value):
         return None
     if isinstance(value, bytes | bytearray | memoryview):
         return _data_uri(bytes(value))
@@ -315,7 +309,7 @@ def to_label_studio(
             data[str(col)] = None if value is _OMIT else value
         task: dict[str, Any] = {"data": data, "predictions": []}
         text = texts[i]
-        if not _missing(text):
+        if not is_missing(text):
             if not isinstance(text, str):
                 raise TypeError(
                     f"text column {text_col!r} row {i} holds {type(text).__name__}, not text"
@@ -549,7 +543,7 @@ def merge_label_studio(
     originals = df[text_col].tolist() if text_col in df.columns else [None] * n
     for record in table.itertuples(index=False):
         key = record.row_key
-        i = position.get(_row_key(key)) if not _missing(key) else None
+        i = position.get(_row_key(key)) if not is_missing(key) else None
         if i is None:
             unknown += 1
             continue

@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._audio import is_missing
 from ._extras import MissingExtraError, require
 
 if TYPE_CHECKING:
@@ -210,19 +211,11 @@ def language_code(value: object) -> str | None:
     >>> language_code("en-US"), language_code("English"), language_code("fra"), language_code(None)
     ('en', 'en', 'fr', None)
     """
-    if _missing(value) or not isinstance(value, str) or not value.strip():
+    if is_missing(value) or not isinstance(value, str) or not value.strip():
         return None
     tag = value.strip().lower().replace("_", "-")
     primary = tag.split("-", 1)[0]
     return _LANGUAGE_NAMES.get(tag) or _ISO639_2.get(primary) or primary
-
-
-def _missing(value: object) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return type(value).__name__ in {"NAType", "NaTType"}
 
 
 # --------------------------------------------------------------------------- scoring
@@ -360,7 +353,7 @@ def _percent(value: float) -> str:
 
 
 def _as_text(value: object, what: str, row: int) -> str | None:
-    if _missing(value):
+    if is_missing(value):
         return None
     if not isinstance(value, str):
         raise TypeError(f"{what} row {row} holds {type(value).__name__} {value!r}, not text")
@@ -551,7 +544,7 @@ def _audio_facts(data: bytes, *, need_energy: bool, threshold_db: float) -> _Aud
 
 
 def _float_or_none(value: object) -> float | None:
-    if _missing(value) or isinstance(value, bool):
+    if is_missing(value) or isinstance(value, bool):
         return None
     try:
         number = float(value)  # type: ignore[arg-type]
@@ -672,7 +665,7 @@ def flag_rows(
 
     for i in range(n):
         text = texts[i]
-        failed = _missing(text) or (errors is not None and not _missing(errors[i]))
+        failed = is_missing(text) or (errors is not None and not is_missing(errors[i]))
         flags["flag_error"][i] = bool(failed)
         if failed:
             continue

@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -70,6 +69,7 @@ from urllib.parse import urlsplit
 import pandas as pd
 
 from ._accessor import _assign, _dtype_for, _require_column, _result_columns
+from ._audio import is_missing
 from ._batch import BatchResult, ErrorsMode, transcribe_many_sync
 from ._cache import Cache, default_cache_dir
 from ._client import AsyncClient, Client
@@ -117,7 +117,7 @@ def request_key(value: object, language: object) -> str | None:
         kind, material = b"p", os.fsencode(value)
     else:
         return None
-    if _is_missing(language):
+    if is_missing(language):
         lang = b""
     elif isinstance(language, str) and language.strip():
         lang = language.strip().encode("utf-8", "surrogatepass")
@@ -129,12 +129,6 @@ def request_key(value: object, language: object) -> str | None:
     digest.update(material)
     digest.update(lang)
     return digest.hexdigest()
-
-
-def _is_missing(value: object) -> bool:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return True
-    return type(value).__name__ in {"NAType", "NaTType"}
 
 
 def _cache_dir(cache: object) -> str | None:

@@ -9,7 +9,6 @@ after the last one.
 from __future__ import annotations
 
 import html
-import math
 import os
 import uuid
 from collections.abc import Callable
@@ -20,7 +19,7 @@ import ipywidgets as widgets
 import pandas as pd
 import traitlets
 
-from .._audio import describe_input, normalize_audio
+from .._audio import describe_input, is_missing, normalize_audio
 from .._exceptions import AudioInputError
 from ._shortcuts import make_shortcuts
 from ._store import Decision, DecisionLog
@@ -41,14 +40,8 @@ _LABELS = {action: f"Alt+{code[-1]}" for code, action in SHORTCUTS.items()}
 _ERROR_STYLE = "color: var(--jp-error-color1, #c00)"
 
 
-def _missing(value: object) -> bool:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return True
-    return type(value).__name__ in {"NAType", "NaTType"}
-
-
 def _text_or_none(value: object) -> str | None:
-    return None if _missing(value) else str(value)
+    return None if is_missing(value) else str(value)
 
 
 class ReviewWidget(widgets.VBox):  # type: ignore[misc]
@@ -109,7 +102,7 @@ class ReviewWidget(widgets.VBox):  # type: ignore[misc]
         self._keys = [repr(label) for label in df.index.tolist()]
         labels = df[label_col].tolist() if label_col is not None else self._audio
         self._labels = [
-            str(v) if label_col is not None and not _missing(v) else describe_input(a)
+            str(v) if label_col is not None and not is_missing(v) else describe_input(a)
             for v, a in zip(labels, self._audio, strict=True)
         ]
         self._status = ["none"] * len(df)
