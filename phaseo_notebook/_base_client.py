@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import email.utils
-import ipaddress
 import json
 import logging
 import os
@@ -43,6 +42,7 @@ from ._exceptions import (
     RateLimitError,
     UnprocessableEntityError,
 )
+from ._net import is_loopback_host
 from ._types import ProviderOptions, TranscriptionResult
 from ._version import __version__
 
@@ -103,22 +103,6 @@ def resolve_config(
             " or pass allow_insecure_http=True if this network is trusted"
         )
     return ResolvedConfig(api_key=key, base_url=url, base_url_explicit=explicit)
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1).
-
-    Examples
-    --------
-    >>> is_loopback_host("127.0.0.1"), is_loopback_host("example.com")
-    (True, False)
-    """
-    if host.lower() in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def is_local_model(model: str) -> bool:

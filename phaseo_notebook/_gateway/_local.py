@@ -36,9 +36,9 @@ from phaseo_notebook._gateway._server import (
     GatewayServer,
     check_bind_host,
     format_base_url,
-    is_loopback,
 )
 from phaseo_notebook._gateway._stats import GatewayStats
+from phaseo_notebook._net import is_loopback_host
 
 __all__ = ["LocalGateway", "generate_api_key", "serve_forever"]
 
@@ -283,7 +283,7 @@ class LocalGateway:
         since a client refuses to send a key over plain http to another machine.
         """
         kwargs: dict[str, Any] = {"api_key": self.api_key, "base_url": self.url}
-        if not is_loopback(self.host):
+        if not is_loopback_host(self.host):
             kwargs["allow_insecure_http"] = True
         return kwargs
 

@@ -15,7 +15,6 @@ Routes
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 from pathlib import Path
@@ -42,8 +41,9 @@ from phaseo_notebook._gateway._app import (
 )
 from phaseo_notebook._gateway._faults import FaultInjector, FaultKind, Faults
 from phaseo_notebook._gateway._stats import StatsRecorder
+from phaseo_notebook._net import is_loopback_host
 
-__all__ = ["EngineSet", "GatewayServer", "check_bind_host", "format_base_url", "is_loopback"]
+__all__ = ["EngineSet", "GatewayServer", "check_bind_host", "format_base_url"]
 
 logger = logging.getLogger("phaseo_notebook.gateway")
 
@@ -53,22 +53,6 @@ FETCH_TIMEOUT: Final = 30.0
 # 30 s must not hold up ``close()``, which promises to return in well under a second).
 _SHUTDOWN_TIMEOUT: Final = 0.25
 _FETCH_CHUNK: Final = 1 << 16
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names only this machine (``localhost``, ``127.0.0.0/8``, ``::1``).
-
-    Examples
-    --------
-    >>> is_loopback("127.0.0.1"), is_loopback("0.0.0.0"), is_loopback("localhost")
-    (True, False, True)
-    """
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_bind_host(host: str, *, allow_remote: bool) -> None:
@@ -82,7 +66,7 @@ def check_bind_host(host: str, *, allow_remote: bool) -> None:
     ValueError
         For a non-loopback ``host`` without ``allow_remote``.
     """
-    if not allow_remote and not is_loopback(host):
+    if not allow_remote and not is_loopback_host(host):
         raise ValueError(
             f"refusing to listen on non-loopback host {host!r}: the local gateway serves files "
             "and accepts audio from anyone who can reach it; pass allow_remote=True "
