@@ -13,10 +13,12 @@ successes are stored; the API key is never part of a row.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import posixpath
 import threading
 import time
 import uuid
@@ -24,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +34,7 @@ import pyarrow.parquet as pq
 
 from ._constants import ENV_CACHE_DIR
 from ._exceptions import CacheError
+from ._extras import require
 
 __all__ = ["CACHE_FORMAT_VERSION", "CACHE_SCHEMA", "Cache", "CacheRecord", "cache_key"]
 
@@ -103,6 +107,113 @@ class CacheRecord:
     raw: dict[str, Any]
 
 
+class _LocalStore:
+    """Part files in a local (or mounted) directory: temp file, fsync, atomic rename."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if path.exists() and not path.is_dir():
+            raise CacheError(f"cache path {str(path)!r} exists and is not a directory")
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    def names(self) -> list[str]:
+        try:
+            return [e.name for e in os.scandir(self.path)]
+        except FileNotFoundError:
+            return []
+
+    def read_table(self, name: str, **kwargs: Any) -> pa.Table:
+        return pq.read_table(self.path / name, **kwargs)
+
+    def column_names(self, name: str) -> list[str]:
+        names: list[str] = pq.read_schema(self.path / name).names
+        return names
+
+    def write(self, table: pa.Table, name: str) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        tmp = self.path / f".{name}.{uuid.uuid4().hex[:6]}.tmp"
+        try:
+            pq.write_table(table, tmp, compression="zstd")
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path / name)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def remove(self, name: str) -> None:
+        (self.path / name).unlink(missing_ok=True)
+
+    def size(self, name: str) -> int:
+        return (self.path / name).stat().st_size
+
+
+class _FsspecStore:
+    """Part files at an fsspec URL (``s3://``, ``gs://``, ``memory://``, ...).
+
+    Object stores have no rename: each part is written in one upload (``pipe_file``), which
+    publishes the whole object or nothing, so readers never see half a part.
+    """
+
+    def __init__(self, url: str) -> None:
+        fsspec = require("fsspec", "dask", purpose=f"a cache at {url!r}")
+        self.fs, root = fsspec.core.url_to_fs(url)
+        self.root = root.rstrip("/")
+        self.url = url
+        if self.fs.isfile(self.root):
+            raise CacheError(f"cache path {url!r} exists and is not a directory")
+
+    @property
+    def location(self) -> str:
+        return self.url
+
+    def _full(self, name: str) -> str:
+        return f"{self.root}/{name}"
+
+    def names(self) -> list[str]:
+        try:
+            entries = self.fs.ls(self.root, detail=False)
+        except FileNotFoundError:
+            return []
+        return [posixpath.basename(str(e).rstrip("/")) for e in entries]
+
+    def read_table(self, name: str, **kwargs: Any) -> pa.Table:
+        return pq.read_table(self._full(name), filesystem=self.fs, **kwargs)
+
+    def column_names(self, name: str) -> list[str]:
+        with self.fs.open(self._full(name), "rb") as fh:
+            names: list[str] = pq.read_schema(fh).names
+        return names
+
+    def write(self, table: pa.Table, name: str) -> None:
+        buffer = pa.BufferOutputStream()
+        pq.write_table(table, buffer, compression="zstd")
+        self.fs.makedirs(self.root, exist_ok=True)
+        self.fs.pipe_file(self._full(name), buffer.getvalue().to_pybytes())
+
+    def remove(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self._full(name))
+
+    def size(self, name: str) -> int:
+        return int(self.fs.size(self._full(name)))
+
+
+def _open_store(path: str | os.PathLike[str] | None) -> _LocalStore | _FsspecStore:
+    if path is None:
+        return _LocalStore(default_cache_dir())
+    text = os.fspath(path)
+    text = text if isinstance(text, str) else os.fsdecode(text)
+    if "://" in text:
+        parts = urlsplit(text)
+        if parts.scheme == "file" and parts.netloc in ("", "localhost"):
+            return _LocalStore(Path(parts.path))
+        return _FsspecStore(text)
+    return _LocalStore(Path(text).expanduser())
+
+
 class Cache:
     """A directory of Parquet part files holding finished transcriptions.
 
@@ -110,7 +221,9 @@ class Cache:
     ----------
     path
         The directory; defaults to ``PHASEO_CACHE_DIR`` or ``~/.cache/phaseo-notebook``.
-        Created on first write.
+        Created on first write. An fsspec URL (``s3://bucket/stt-cache``, ...) puts the
+        cache in that store (needs ``fsspec`` and the store's own package), so workers on
+        several machines can share it.
 
     Examples
     --------
@@ -121,9 +234,11 @@ class Cache:
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = Path(path).expanduser() if path is not None else default_cache_dir()
-        if self.path.exists() and not self.path.is_dir():
-            raise CacheError(f"cache path {str(self.path)!r} exists and is not a directory")
+        self._store = _open_store(path)
+        #: A ``Path`` for a local directory, the URL for an fsspec store.
+        self.path: Path | str = (
+            self._store.path if isinstance(self._store, _LocalStore) else self._store.url
+        )
         self._lock = threading.Lock()
         self._pending: list[CacheRecord] = []
         # What this object has read so far; only new part files are read on the next lookup.
@@ -139,28 +254,22 @@ class Cache:
 
     # ---------------------------------------------------------------- reading
 
-    def _part_files(self) -> list[Path]:
+    def _part_files(self) -> list[str]:
         try:
-            entries = list(os.scandir(self.path))
-        except FileNotFoundError:
-            return []
+            names = self._store.names()
         except OSError as err:
             raise CacheError(f"cannot list cache directory {str(self.path)!r}: {err}") from err
-        return sorted(
-            Path(e.path)
-            for e in entries
-            if e.name.startswith(_PART_PREFIX) and e.name.endswith(_PART_SUFFIX)
-        )
+        return sorted(n for n in names if n.startswith(_PART_PREFIX) and n.endswith(_PART_SUFFIX))
 
-    def _read_part(self, part: Path) -> pa.Table | None:
+    def _read_part(self, part: str) -> pa.Table | None:
         try:
-            table = pq.read_table(part, columns=["key", "text", "raw"])
+            table = self._store.read_table(part, columns=["key", "text", "raw"])
         except FileNotFoundError:
             return None  # removed by a compaction in another process; its rows moved on
         except Exception as err:  # a damaged file must not take the whole cache down
-            if part.name not in self.damaged:
+            if part not in self.damaged:
                 log.warning("skipping damaged cache part %s: %s", part, err)
-            self.damaged[part.name] = f"{type(err).__name__}: {err}"
+            self.damaged[part] = f"{type(err).__name__}: {err}"
             return None
         return table
 
@@ -168,12 +277,12 @@ class Cache:
         """Read part files that appeared since the last call (other runs, other processes)."""
         with self._lock:
             for part in self._part_files():
-                if part.name in self._seen:
+                if part in self._seen:
                     continue
                 table = self._read_part(part)
                 if table is None:
                     continue
-                self._seen.add(part.name)
+                self._seen.add(part)
                 self._append_columns(
                     table.column("key").to_pylist(),
                     table.column("text").to_pylist(),
@@ -277,7 +386,7 @@ class Cache:
         )
         name = f"{_PART_PREFIX}{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}{_PART_SUFFIX}"
         try:
-            self._write_atomic(table, name)
+            self._store.write(table, name)
         except OSError as err:
             with self._lock:  # keep them for the next try rather than lose paid work
                 self._pending[:0] = records
@@ -291,16 +400,20 @@ class Cache:
             )
         return len(records)
 
-    def _write_atomic(self, table: pa.Table, name: str) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        tmp = self.path / f".{name}.{uuid.uuid4().hex[:6]}.tmp"
-        try:
-            pq.write_table(table, tmp, compression="zstd")
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path / name)
-        finally:
-            tmp.unlink(missing_ok=True)
+    def _read_whole_part(self, part: str) -> pa.Table:
+        """Every column of a part file, in the cache schema.
+
+        Raises
+        ------
+        ValueError
+            For a Parquet file that is not a cache part (no ``key`` or ``text`` column): read
+            with the cache schema it would otherwise turn into rows of nulls.
+        """
+        names = self._store.column_names(part)
+        missing = [name for name in ("key", "text") if name not in names]
+        if missing:
+            raise ValueError(f"not a cache part: no {' or '.join(missing)} column")
+        return self._store.read_table(part, schema=CACHE_SCHEMA)
 
     # ------------------------------------------------------------- management
 
@@ -316,11 +429,11 @@ class Cache:
         tables = []
         for part in self._part_files():
             try:
-                tables.append(_read_whole_part(part))
+                tables.append(self._read_whole_part(part))
             except FileNotFoundError:
                 continue
             except Exception as err:
-                self.damaged[part.name] = f"{type(err).__name__}: {err}"
+                self.damaged[part] = f"{type(err).__name__}: {err}"
                 log.warning("skipping damaged cache part %s: %s", part, err)
         table = pa.concat_tables(tables) if tables else CACHE_SCHEMA.empty_table()
         return table.to_pandas()
@@ -349,7 +462,10 @@ class Cache:
                 continue
             rows += table.num_rows
             keys.update(table.column("key").to_pylist())
-        size = sum(p.stat().st_size for p in parts if p.exists())
+        size = 0
+        for part in parts:
+            with contextlib.suppress(FileNotFoundError):  # compacted away meanwhile
+                size += self._store.size(part)
         return {
             "path": str(self.path),
             "parts": len(parts),
@@ -370,11 +486,11 @@ class Cache:
         0
         """
         removed = 0
-        for entry in list(os.scandir(self.path)) if self.path.is_dir() else []:
-            is_part = entry.name.startswith(_PART_PREFIX) and entry.name.endswith(_PART_SUFFIX)
-            is_tmp = entry.name.startswith(f".{_PART_PREFIX}") and entry.name.endswith(".tmp")
+        for name in self._store.names():
+            is_part = name.startswith(_PART_PREFIX) and name.endswith(_PART_SUFFIX)
+            is_tmp = name.startswith(f".{_PART_PREFIX}") and name.endswith(".tmp")
             if is_part or is_tmp:
-                Path(entry.path).unlink(missing_ok=True)
+                self._store.remove(name)
                 removed += 1
         with self._lock:
             self._seen.clear()
@@ -402,15 +518,15 @@ class Cache:
         """
         parts = self._part_files()
         tables: list[pa.Table] = []
-        merged_from: list[Path] = []
+        merged_from: list[str] = []
         for part in parts:
             try:
-                tables.append(_read_whole_part(part))
+                tables.append(self._read_whole_part(part))
                 merged_from.append(part)
             except FileNotFoundError:
                 continue
             except Exception as err:
-                self.damaged[part.name] = f"{type(err).__name__}: {err}"
+                self.damaged[part] = f"{type(err).__name__}: {err}"
         rows_before = sum(t.num_rows for t in tables)
         if len(merged_from) <= 1:
             return {
@@ -424,9 +540,9 @@ class Cache:
         frame = frame.sort_values("created", kind="stable").drop_duplicates("key", keep="last")
         merged = pa.Table.from_pandas(frame, schema=CACHE_SCHEMA, preserve_index=False)
         name = f"{_PART_PREFIX}{time.time_ns()}-{os.getpid()}-compact{_PART_SUFFIX}"
-        self._write_atomic(merged, name)
+        self._store.write(merged, name)
         for part in merged_from:
-            part.unlink(missing_ok=True)
+            self._store.remove(part)
         with self._lock:
             self._seen = {name}
             self._keys, self._texts, self._raws = [], [], []
@@ -442,22 +558,6 @@ class Cache:
             "rows_before": rows_before,
             "rows_after": merged.num_rows,
         }
-
-
-def _read_whole_part(part: Path) -> pa.Table:
-    """Every column of a part file, in the cache schema.
-
-    Raises
-    ------
-    ValueError
-        For a Parquet file that is not a cache part (no ``key`` or ``text`` column): read
-        with the cache schema it would otherwise turn into rows of nulls.
-    """
-    names = pq.read_schema(part).names
-    missing = [name for name in ("key", "text") if name not in names]
-    if missing:
-        raise ValueError(f"not a cache part: no {' or '.join(missing)} column")
-    return pq.read_table(part, schema=CACHE_SCHEMA)
 
 
 def resolve_cache(cache: bool | str | os.PathLike[str] | Cache | None) -> Cache | None:

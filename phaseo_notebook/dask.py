@@ -50,7 +50,8 @@ Connect a ``dask.distributed`` client first; ``compute()`` then runs on that clu
 
 Each worker needs phaseo-notebook installed, access to the gateway, and, for ``cache``, the
 same directory under the same path (local disk on a one-machine cluster, NFS or another
-shared mount across machines). The gateway settings (``api_key``, ``base_url``, or
+shared mount across machines), or an fsspec URL they can all reach (``s3://bucket/cache``,
+``gs://...``, with the store's fsspec package installed on every worker). The gateway settings (``api_key``, ``base_url``, or
 ``client_kwargs``, or the settings of a ``pn.Client`` given as ``client``) are read where
 ``transcribe`` is called, environment fallbacks included, and travel to the workers inside
 the task graph: use a key meant for the job.
@@ -132,12 +133,14 @@ def request_key(value: object, language: object) -> str | None:
 
 
 def _cache_dir(cache: object) -> str | None:
-    """The cache as an absolute directory path every worker opens, or None for no cache."""
+    """Where every worker finds the cache: an absolute path or an fsspec URL; None for none."""
     if cache is None or cache is False:
         return None
     if cache is True:
         path = default_cache_dir()
     elif isinstance(cache, Cache):
+        if isinstance(cache.path, str):
+            return cache.path  # an fsspec URL: workers open it themselves
         path = cache.path
     elif isinstance(cache, str | os.PathLike):
         text = os.fspath(cache)
@@ -145,11 +148,12 @@ def _cache_dir(cache: object) -> str | None:
         if "://" in text:
             parts = urlsplit(text)
             if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
-                raise ValueError(
-                    f"cache {text!r} is a {parts.scheme}:// URL; the cache is a directory that"
-                    " every worker can open as a path (a local disk on one machine, NFS or"
-                    " another shared mount across machines), e.g. cache='/mnt/shared/cache'"
-                )
+                if parts.scheme == "memory":
+                    raise ValueError(
+                        f"cache {text!r} lives in this process's memory, which the workers"
+                        " cannot see; use a shared directory or an object store URL"
+                    )
+                return text
             text = parts.path
         path = Path(text).expanduser()
     else:

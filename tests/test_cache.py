@@ -155,3 +155,39 @@ def test_two_processes_share_one_directory(tmp_path: Path) -> None:
         )
         assert gw.stats().requests == 0
     assert pn.Cache(cache).info()["damaged"] == {}
+
+
+def test_cache_at_an_fsspec_url(tmp_path: Path) -> None:
+    """An object-store style cache (fsspec's in-memory store): the same behaviour as a directory."""
+    url = f"memory://phaseo-test-{tmp_path.name}/cache"
+    writer, reader = pn.Cache(url), pn.Cache(url)
+    assert writer.path == url and reader.info()["rows"] == 0
+    for batch in range(2):
+        writer.add([record(i, f"v{batch}") for i in range(batch, batch + 3)])
+        writer.flush()
+    assert reader.get(cache_key("id3", "m", None, None)) == "v1"
+    assert reader.info()["parts"] == 2 and reader.info()["keys"] == 4
+    table = pd.read_parquet(url)
+    assert len(table) == 6 and set(table["identity"]) == {"id0", "id1", "id2", "id3"}
+    # A damaged part is skipped and reported, as on disk.
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe_file(f"/phaseo-test-{tmp_path.name}/cache/part-0-garbage.parquet", b"not parquet")
+    assert pn.Cache(url).info()["damaged"].keys() == {"part-0-garbage.parquet"}
+    fs.rm_file(f"/phaseo-test-{tmp_path.name}/cache/part-0-garbage.parquet")
+    assert writer.compact()["parts_after"] == 1
+    assert pn.Cache(url).get(cache_key("id1", "m", None, None)) == "v1"
+    assert writer.clear() == 1 and pn.Cache(url).info()["rows"] == 0
+
+
+def test_transcribe_with_an_fsspec_cache(tmp_path: Path) -> None:
+    url = f"memory://phaseo-test-{tmp_path.name}/stt"
+    df = pd.DataFrame({"audio": [make_wav(i) for i in range(12)]})
+    with pn.LocalGateway() as gw:
+        client = pn.Client(**gw.client_kwargs())
+        first = df.stt.transcribe(col="audio", model="local/fake", cache=url, client=client)
+        assert gw.stats().requests == 12
+        again = df.stt.transcribe(col="audio", model="local/fake", cache=url, client=client)
+        assert gw.stats().requests == 12
+    pd.testing.assert_frame_equal(first, again)

@@ -144,7 +144,9 @@ def test_thousand_rows_equal_pandas_each_input_sent_once_and_rerun_sends_nothing
     )
 
 
-def test_language_column_matches_pandas(dask_client: Any, tmp_path: Path) -> None:
+def test_language_column_matches_pandas_with_an_fsspec_cache(
+    dask_client: Any, tmp_path: Path
+) -> None:
     clips = [make_wav(4000 + n) for n in range(12)]
     languages: list[object] = ["en", "fr", None, float("nan"), " en ", "", 5]
     df = pd.DataFrame(
@@ -153,19 +155,28 @@ def test_language_column_matches_pandas(dask_client: Any, tmp_path: Path) -> Non
             "lang": [languages[i % 7] for i in range(84)],
         }
     )
+    # An fsspec URL: the workers open the cache through fsspec, as they would s3://.
+    cache_url = f"local://{tmp_path}/cache"
     with pn.LocalGateway() as gw:
-        out = (
-            to_dask(df)
-            .stt.transcribe(
-                col="audio",
-                language_col="lang",
-                model="local/fake",
-                cache=str(tmp_path / "cache"),
-                client_kwargs=gw.client_kwargs(),
+
+        def run() -> pd.DataFrame:
+            return (  # type: ignore[no-any-return]
+                to_dask(df)
+                .stt.transcribe(
+                    col="audio",
+                    language_col="lang",
+                    model="local/fake",
+                    cache=cache_url,
+                    client_kwargs=gw.client_kwargs(),
+                )
+                .compute()
             )
-            .compute()
-        )
+
+        out = run()
         sent = gw.stats().requests
+        rerun = run()
+        assert gw.stats().requests == sent  # every answer was found in the shared cache
+        pd.testing.assert_frame_equal(rerun, out)
         expected = df.stt.transcribe(
             col="audio",
             language_col="lang",
@@ -204,8 +215,8 @@ def test_bad_arguments_fail_before_anything_runs(tmp_path: Path) -> None:
     ddf = to_dask(pd.DataFrame({"audio": ["https://example.com/a.wav"]}))
     with pytest.raises(KeyError, match="'nope' is not a column"):
         ddf.stt.transcribe(col="nope", model="local/fake")
-    with pytest.raises(ValueError, match="s3:// URL"):
-        ddf.stt.transcribe(col="audio", model="local/fake", cache="s3://bucket/cache")
+    with pytest.raises(ValueError, match="memory, which the workers"):
+        ddf.stt.transcribe(col="audio", model="local/fake", cache="memory://cache")
     with pytest.raises(TypeError, match="custom transport"):
         ddf.stt.transcribe(
             col="audio",
@@ -231,6 +242,8 @@ def test_cache_paths_are_absolute_for_the_workers(
     assert _cache_dir(pn.Cache(tmp_path / "x")) == str(tmp_path / "x")
     assert _cache_dir(True) == os.environ["PHASEO_CACHE_DIR"]
     assert _cache_dir(False) is None
+    # Object stores go to the workers as URLs, which each opens with fsspec.
+    assert _cache_dir("s3://bucket/stt-cache") == "s3://bucket/stt-cache"
 
 
 def test_request_key_separates_kinds_and_languages() -> None:
