@@ -228,7 +228,9 @@ def _add_transcribe(subparsers: _Subparsers) -> None:
     )
     cache = parser.add_mutually_exclusive_group()
     cache.add_argument(
-        "--cache-dir", type=Path, default=None, help="cache directory (default $PHASEO_CACHE_DIR)"
+        "--cache-dir",
+        default=None,
+        help="cache directory or fsspec URL such as s3://bucket/cache (default $PHASEO_CACHE_DIR)",
     )
     cache.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     parser.add_argument(
@@ -381,7 +383,9 @@ def _add_cache(subparsers: _Subparsers) -> None:
     )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--dir", type=Path, default=None, help="cache directory (default $PHASEO_CACHE_DIR)"
+        "--dir",
+        default=None,
+        help="cache directory or fsspec URL (default $PHASEO_CACHE_DIR)",
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     info = actions.add_parser(

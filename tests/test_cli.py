@@ -355,3 +355,14 @@ def test_ctrl_c_keeps_finished_rows_and_exits_130(tmp_path: Path) -> None:
     assert stdout == ""
     saved = pn.Cache(cache_dir).info()["rows"]
     assert 2 <= saved < 8
+
+
+def test_cache_commands_take_an_fsspec_url(tmp_path: Path, clips: list[Path]) -> None:
+    url = f"local://{tmp_path}/url-cache"  # the fsspec code path, on a store we can inspect
+    result = run("transcribe", str(clips[0].parent), "--model", "local/fake", "--cache-dir", url)
+    assert result.returncode == 0, result.stderr
+    info = run("cache", "info", "--dir", url, "--json")
+    assert info.returncode == 0, info.stderr
+    stats = json.loads(info.stdout)
+    assert stats["path"] == url and stats["rows"] == len(clips)
+    assert pn.Cache(url).info()["rows"] == len(clips)
