@@ -349,9 +349,6 @@ class _SendFn:
             await self.owned.aclose()
         if self.sync_client is not None and self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
-        if self.sync_client is not None:
-            # The sync client's upload mode discovery is already on the client itself.
-            pass
 
 
 def _plan(
