@@ -255,15 +255,15 @@ def labeling_pipeline() -> nbformat.NotebookNode:
                 ## Review in the notebook
 
                 Listen, fix the text, accept or reject (Alt+A, Alt+R, Alt+N while the cursor
-                is in the cell). Here it shows only the flagged rows; `review.df` holds the
-                decisions as `text_reviewed` and `review_status`.
+                is in the cell). The "only needs review" filter starts on, so it shows the
+                flagged rows; `review.df` holds the decisions as `text_reviewed` and
+                `review_status`.
                 """
             ),
             _code(
                 """
-                review = pn.widgets.review(
-                    flagged[flagged["needs_review"]], audio_col="audio", text_col="text"
-                )
+                review = pn.widgets.review(flagged, audio_col="audio", text_col="text")
+                review.only_flagged.value = True
                 review
                 """
             ),

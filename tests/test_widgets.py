@@ -290,6 +290,22 @@ def test_review_filters_only_errors_and_only_unreviewed(frame: pd.DataFrame) -> 
     assert rv.df["review_status"].tolist() == ["accepted", "none", "rejected", "skipped"]
 
 
+def test_review_filters_on_the_needs_review_flag(frame: pd.DataFrame) -> None:
+    plain = pn.widgets.review(frame, audio_col="audio")
+    assert plain.flag_col is None and plain.only_flagged.layout.display == "none"
+    flagged = frame.assign(needs_review=pd.array([False, True, pd.NA, True], dtype="boolean"))
+    rv = pn.widgets.review(flagged, audio_col="audio")
+    assert rv.flag_col == "needs_review" and rv.only_flagged.layout.display is None
+    rv.only_flagged.value = True
+    assert rv.visible() == [1, 3] and rv.position == 1
+    assert "needs review" in rv.counter.value
+    rv.accept_button.click()
+    rv.only_unreviewed.value = True
+    assert rv.visible() == [3]
+    with pytest.raises(KeyError, match="flag_col 'nope'"):
+        pn.widgets.review(frame, audio_col="audio", flag_col="nope")
+
+
 def test_review_saves_each_decision_at_once_and_resumes(
     frame: pd.DataFrame, tmp_path: Path
 ) -> None:

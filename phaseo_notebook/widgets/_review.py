@@ -52,8 +52,9 @@ class ReviewWidget(widgets.VBox):  # type: ignore[misc]
     position
         The row shown (a position, ``0 .. len(df) - 1``); set it to jump.
     editor, player, accept_button, reject_button, skip_button, previous_button, next_button,
-    only_errors, only_unreviewed, counter, progress, status, shortcuts
-        The parts of the cell, for driving it from code.
+    only_errors, only_unreviewed, only_flagged, counter, progress, status, shortcuts
+        The parts of the cell, for driving it from code (``only_flagged`` is hidden when
+        there is no flag column).
     """
 
     position = traitlets.Int(0)
@@ -66,6 +67,7 @@ class ReviewWidget(widgets.VBox):  # type: ignore[misc]
         text_col: str = "text",
         error_col: str | None = None,
         label_col: str | None = None,
+        flag_col: str | None = None,
         save_to: str | os.PathLike[str] | None = None,
     ) -> None:
         if not isinstance(df, pd.DataFrame):
@@ -88,6 +90,12 @@ class ReviewWidget(widgets.VBox):  # type: ignore[misc]
             raise KeyError(
                 f"label_col {label_col!r} is not a column of the DataFrame (columns: {shown})"
             )
+        if flag_col is None:
+            flag_col = "needs_review" if "needs_review" in df.columns else None
+        elif flag_col not in df.columns:
+            raise KeyError(
+                f"flag_col {flag_col!r} is not a column of the DataFrame (columns: {shown})"
+            )
         if save_to is not None and not df.index.is_unique:
             raise ValueError(
                 "review with save_to needs a unique index to match saved decisions to rows;"
@@ -99,6 +107,10 @@ class ReviewWidget(widgets.VBox):  # type: ignore[misc]
         self._original = [_text_or_none(v) for v in df[text_col].tolist()]
         errors = df[error_col].tolist() if error_col is not None else [None] * len(df)
         self._errors = [_text_or_none(v) for v in errors]
+        # Rows a quality check flagged (df.stt.flag's needs_review); NA counts as not flagged.
+        flags = df[flag_col].tolist() if flag_col is not None else [False] * len(df)
+        self._flagged = [not is_missing(v) and bool(v) for v in flags]
+        self.flag_col = flag_col
         self._keys = [repr(label) for label in df.index.tolist()]
         labels = df[label_col].tolist() if label_col is not None else self._audio
         self._labels = [
@@ -113,7 +125,7 @@ class ReviewWidget(widgets.VBox):  # type: ignore[misc]
         super().__init__(
             children=[
                 widgets.HBox([self.counter, self.progress]),
-                widgets.HBox([self.only_errors, self.only_unreviewed]),
+                widgets.HBox([self.only_errors, self.only_unreviewed, self.only_flagged]),
                 self.source,
                 self.player,
                 self.editor,
@@ -174,8 +186,17 @@ class ReviewWidget(widgets.VBox):  # type: ignore[misc]
         self.only_unreviewed = widgets.Checkbox(
             value=False, description="only unreviewed", indent=False, layout=fit
         )
+        self.only_flagged = widgets.Checkbox(
+            value=False,
+            description="only needs review",
+            indent=False,
+            layout=widgets.Layout(
+                width="auto", display=None if self.flag_col is not None else "none"
+            ),
+        )
         self.only_errors.observe(self._on_filter, names="value")
         self.only_unreviewed.observe(self._on_filter, names="value")
+        self.only_flagged.observe(self._on_filter, names="value")
         self.status = widgets.HTML()
         self._scope = f"phaseo-review-{uuid.uuid4().hex[:12]}"
         hint = "Shortcuts (with the cursor in this cell): " + ", ".join(
@@ -264,11 +285,13 @@ class ReviewWidget(widgets.VBox):  # type: ignore[misc]
         """
         errors_only = self.only_errors.value
         unreviewed_only = self.only_unreviewed.value
+        flagged_only = self.only_flagged.value
         return [
             i
             for i in range(len(self._keys))
             if (not errors_only or self._is_error(i))
             and (not unreviewed_only or self._status[i] == "none")
+            and (not flagged_only or self._flagged[i])
         ]
 
     def _is_error(self, i: int) -> bool:
@@ -436,6 +459,7 @@ class ReviewWidget(widgets.VBox):  # type: ignore[misc]
             for name, on in (
                 ("errors", self.only_errors.value),
                 ("unreviewed", self.only_unreviewed.value),
+                ("needs review", self.only_flagged.value),
             )
             if on
         ]
@@ -496,6 +520,7 @@ def review(
     text_col: str = "text",
     error_col: str | None = None,
     label_col: str | None = None,
+    flag_col: str | None = None,
     save_to: str | os.PathLike[str] | None = None,
 ) -> ReviewWidget:
     """A review-and-correct cell: one row at a time, listen, fix the transcript, decide.
@@ -503,7 +528,7 @@ def review(
     Shows an audio player, the transcript in an editable text box, Accept / Reject / Skip and
     Previous / Next buttons (shortcuts Alt+A, Alt+R, Alt+S, Alt+P, Alt+N while the cursor is in
     the cell, so typing in the text box never triggers one), a counter, a progress bar, and
-    filters for rows with errors and rows not reviewed yet.
+    filters for rows with errors, rows not reviewed yet and rows flagged ``needs_review``.
 
     Parameters
     ----------
@@ -520,6 +545,9 @@ def review(
     label_col
         Column that names each row above its player; by default ``"name"`` when present (as
         in the upload cell's ``.df``), else the audio input itself (a path, a URL, a size).
+    flag_col
+        Boolean column for the "only needs review" filter; by default ``"needs_review"``
+        (added by ``df.stt.flag()``) when present. Without one the filter is hidden.
     save_to
         A directory for the decisions log: every decision is written to it at once as a Parquet
         part file (``pd.read_parquet(save_to)`` reads the log), and opening the same
@@ -554,5 +582,6 @@ def review(
         text_col=text_col,
         error_col=error_col,
         label_col=label_col,
+        flag_col=flag_col,
         save_to=save_to,
     )
