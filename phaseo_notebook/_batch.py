@@ -285,6 +285,13 @@ class BatchResult:
 # --------------------------------------------------------------------------- the engine
 
 
+def _async_twin(client: Client | AsyncClient, concurrency: int) -> AsyncClient:
+    """An AsyncClient with ``client``'s settings and the upload mode it has learnt."""
+    twin = AsyncClient(**client._settings(), max_connections=max(concurrency, 16))
+    twin._upload_mode = client._upload_mode
+    return twin
+
+
 class _SendFn:
     """Adapts whatever client was given to one coroutine ``send(source, language, on_retry)``."""
 
@@ -301,9 +308,7 @@ class _SendFn:
             else:
                 # An AsyncClient is tied to the loop it first ran on; the sync path runs on a
                 # private loop, so it gets a twin with the same settings.
-                self.owned = AsyncClient(**client._settings(), max_connections=max(concurrency, 16))
-                self.owned._upload_mode = client._upload_mode
-                self.client = self.owned
+                self.client = self.owned = _async_twin(client, concurrency)
         elif isinstance(client, Client):
             if client._has_transport:
                 # A custom sync transport (e.g. a MockTransport) cannot be moved to asyncio:
@@ -312,9 +317,7 @@ class _SendFn:
                 self._executor = ThreadPoolExecutor(max_workers=concurrency)
                 self.client = client
             else:
-                self.owned = AsyncClient(**client._settings(), max_connections=max(concurrency, 16))
-                self.owned._upload_mode = client._upload_mode
-                self.client = self.owned
+                self.client = self.owned = _async_twin(client, concurrency)
         else:
             raise TypeError(
                 f"client must be a phaseo_notebook Client or AsyncClient, not {type(client).__name__}"
@@ -576,7 +579,8 @@ async def transcribe_many(
         result.distinct = len(jobs)
 
         bar = ProgressBar(n, enabled=progress_enabled(progress), on_update=on_progress)
-        bar.update(sum(e is not None for e in result.error), errors=result.errors)
+        invalid = result.errors  # rows refused while planning
+        bar.update(invalid, errors=invalid)
         todo: deque[_Job] = deque()
         if store is not None and jobs:
             with _gc_paused():
