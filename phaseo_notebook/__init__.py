@@ -39,8 +39,8 @@ from ._exceptions import (
 from ._export import label_studio_config, read_label_studio
 from ._extras import MissingExtraError
 from ._gateway import Faults, GatewayStats, LocalGateway
-from ._quality import ScoreResult
 from ._samples import load_samples, sample_paths, sample_references
+from ._scoring import ScoreResult
 from ._types import ProviderOptions, TranscriptionResult
 from ._version import __version__
 

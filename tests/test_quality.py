@@ -15,7 +15,8 @@ import pytest
 import phaseo_notebook as pn
 from phaseo_notebook._accessor import SttDataFrameAccessor
 from phaseo_notebook._engines import fake_transcript
-from phaseo_notebook._quality import language_code, normalize_text, score_texts, token_count
+from phaseo_notebook._flags import language_code
+from phaseo_notebook._scoring import normalize_text, score_texts, token_count
 
 from .conftest import make_wav
 
