@@ -1,19 +1,46 @@
 """Scoring transcripts: word and character error rates after a documented normalisation.
 
 Normalisation
-    :func:`normalize_text` is the documented normalisation applied to both the reference and
-    the hypothesis before they are compared (``normalize=False`` turns it off):
+    Both the reference and the hypothesis are normalised the same way before they are
+    compared (``normalize=False`` turns it off). :func:`normalize_text` does steps 1-6,
+    :func:`normalize_for_scoring` adds step 7, and scoring compares the result of step 7:
 
     1. Unicode NFKC (full-width forms, ligatures and compatibility characters folded);
     2. case folding (``"Straße"`` -> ``"strasse"``);
     3. apostrophes removed inside words (``"don't"`` -> ``"dont"``), so a model that writes
        the apostrophe and one that does not agree;
-    4. every other punctuation mark or symbol replaced by a space;
+    4. every other punctuation mark or symbol replaced by a space; the words inside
+       parentheses and brackets are kept, only the marks go;
     5. each CJK ideograph and kana becomes a token of its own: Chinese and Japanese put no
        spaces between words, so without this a whole sentence would be a single "word";
-    6. runs of whitespace collapsed to one space, ends stripped.
+    6. runs of whitespace collapsed to one space, ends stripped;
+    7. numbers written in English words become digits, and every digit is a token of its
+       own, whichever way it was written: ``"1, 2, 3"``, ``"123"`` and ``"one two three"``
+       all become ``"1 2 3"``; ``"5551234"`` and ``"five five five one two three four"``
+       both become ``"5 5 5 1 2 3 4"``; ``"twenty five"``, ``"twenty-five"`` and ``"25"``
+       become ``"2 5"``. A cardinal is read as one number (``"two thousand and five"`` is
+       2005, ``"nineteen eighty four"`` is 19 then 84), single digit words in a row are read
+       digit by digit, ``"oh"`` right after a number is a zero (``"five oh one"``), and
+       ``"double"``/``"triple"`` repeat the digit after them. Ordinals, decimals, currency
+       and percent words are left as words. Step 7 runs on every text: in another language
+       only English number words (rare there) would change.
 
-    With ``normalize=False`` only step 6 applies.
+    Why every digit is a token: a number can be said and written in several groupings
+    ("five five five" or "555", "1, 2, 3" or "123"); one token per digit makes them all
+    the same token sequence, and a wrong digit counts as one error, not as a whole wrong
+    number. A number therefore weighs as many words as it has digits.
+
+    With ``normalize=False`` only step 6 applies. :func:`token_count` (the words the
+    quality flags count against a clip's duration) stops after step 6.
+
+    Compared with the reference normaliser of the Open ASR Leaderboard (Whisper's
+    ``EnglishTextNormalizer``), which also folds case and punctuation and turns spelled
+    numbers into digits: that one deletes words in parentheses and brackets and filler
+    words ("um", "uh"), which this one never does, since a deleted reference word is an
+    error the score would hide; it also expands contractions, rewrites British spellings
+    and writes currency and percentages as symbols, which this one does not. It keeps digit
+    sequences whole (``"one two three"`` -> ``"123"``, while ``"1, 2, 3"`` stays
+    ``"1 2 3"``), so there the first example above differs; here it does not.
 
 Error rates
     Word error rate (WER) and character error rate (CER) come from ``jiwer`` (the
@@ -45,6 +72,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ScoreResult",
+    "normalize_for_scoring",
     "normalize_text",
     "score_frame",
     "score_texts",
@@ -55,6 +83,50 @@ _APOSTROPHES = "'\u2019\u02bc\u2018`"
 _SPACE_RE = re.compile(r"\s+")
 # CJK unified ideographs (with extension A and compatibility), hiragana and katakana.
 _CJK_RE = re.compile(r"([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff])")
+_DIGIT_RE = re.compile(r"\d")
+
+_DIGIT_WORDS = {
+    "zero": 0,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+}
+_TEENS = {
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+    "thirteen": 13,
+    "fourteen": 14,
+    "fifteen": 15,
+    "sixteen": 16,
+    "seventeen": 17,
+    "eighteen": 18,
+    "nineteen": 19,
+}
+_TENS = {
+    "twenty": 20,
+    "thirty": 30,
+    "forty": 40,
+    "fifty": 50,
+    "sixty": 60,
+    "seventy": 70,
+    "eighty": 80,
+    "ninety": 90,
+}
+_SCALES = {
+    "thousand": 10**3,
+    "million": 10**6,
+    "billion": 10**9,
+    "trillion": 10**12,
+}
+_ZEROS_AFTER_A_NUMBER = frozenset({"oh", "o"})
+_REPEATS = {"double": 2, "triple": 3}
 
 
 # --------------------------------------------------------------------------- text
@@ -104,6 +176,110 @@ def _clean_char(ch: str) -> str:
 
 def _collapse(text: str) -> str:
     return _SPACE_RE.sub(" ", text).strip()
+
+
+def normalize_for_scoring(text: str) -> str:
+    """The text scoring compares: :func:`normalize_text`, then numbers as single digits.
+
+    Parameters
+    ----------
+    text
+        A reference or a hypothesis.
+
+    Returns
+    -------
+    str
+        Lowercase tokens separated by single spaces, each digit a token (step 7 of the
+        module docstring).
+
+    Examples
+    --------
+    >>> normalize_for_scoring("1, 2, 3") == normalize_for_scoring("One two three.")
+    True
+    >>> normalize_for_scoring("Call 5551234 (office)")
+    'call 5 5 5 1 2 3 4 office'
+    >>> normalize_for_scoring("twenty-five past nineteen hundred")
+    '2 5 past 1 9 0 0'
+    """
+    return _numbers_as_digits(_normalize(text, split_cjk=True))
+
+
+def _numbers_as_digits(normalized: str) -> str:
+    """Step 7 on text already through steps 1-6 (lowercase words, no punctuation)."""
+    words = normalized.split()
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        after = words[i + 1] if i + 1 < len(words) else None
+        if word in _REPEATS and after in _DIGIT_WORDS:
+            out.extend([str(_DIGIT_WORDS[after])] * _REPEATS[word])
+            i += 2
+        elif word in _DIGIT_WORDS or word in _TEENS or word in _TENS:
+            value, i = _read_cardinal(words, i)
+            out.append(str(value))
+        elif word in _ZEROS_AFTER_A_NUMBER and out and out[-1].isdigit():
+            out.append("0")
+            i += 1
+        else:
+            out.append(word)
+            i += 1
+    return _collapse(_DIGIT_RE.sub(r" \g<0> ", " ".join(out)))
+
+
+def _read_cardinal(words: list[str], start: int) -> tuple[int, int]:
+    """The value of the number words from ``words[start]``, and the index after them.
+
+    A word joins the number only where English grammar puts it: units after tens
+    ("twenty five"), anything after "hundred" or a scale ("one hundred and five"),
+    "hundred" after a number below 100, a scale after a smaller group. Anything else ends
+    the number, so "five five" is two numbers and "nineteen eighty" is 19 then 80.
+    """
+    total = 0  # the groups already multiplied by a scale (thousands, millions, ...)
+    group = 0  # the group below 1000 being read
+    last = ""  # what the previous word was: "unit", "teen", "tens", "hundred", "scale"
+    smallest_scale = math.inf
+    i = start
+    while i < len(words):
+        word = words[i]
+        after_multiplier = last in ("hundred", "scale")
+        if word in _DIGIT_WORDS:
+            value = _DIGIT_WORDS[word]
+            if value == 0:
+                if last:
+                    break
+                return 0, i + 1  # "zero" is a number of its own: nothing extends it
+            if last and last != "tens" and not after_multiplier:
+                break
+            group += value
+            last = "unit"
+        elif word in _TEENS or word in _TENS:
+            if last and not after_multiplier:
+                break
+            group += _TEENS.get(word) or _TENS[word]
+            last = "teen" if word in _TEENS else "tens"
+        elif word == "hundred":
+            if last not in ("unit", "teen", "tens") or group >= 100:
+                break
+            group *= 100
+            last = "hundred"
+        elif word in _SCALES:
+            scale = _SCALES[word]
+            if not last or last == "scale" or group == 0 or scale >= smallest_scale:
+                break
+            total += group * scale
+            group = 0
+            smallest_scale = scale
+            last = "scale"
+        elif word == "and":
+            following = words[i + 1] if i + 1 < len(words) else None
+            number_follows = following in _DIGIT_WORDS or following in _TEENS or following in _TENS
+            if not (after_multiplier and number_follows and following != "zero"):
+                break
+        else:
+            break
+        i += 1
+    return total + group, i
 
 
 def token_count(text: str) -> int:
@@ -183,7 +359,7 @@ class ScoreResult:
     substitutions, deletions, insertions
         Word-level edit counts over the scored rows.
     normalized
-        Whether :func:`normalize_text` was applied.
+        Whether :func:`normalize_for_scoring` was applied.
 
     Examples
     --------
@@ -257,7 +433,7 @@ def score_texts(
     references, hypotheses
         Aligned sequences of text; None/NaN/NA where missing.
     normalize
-        Apply :func:`normalize_text` to both sides first.
+        Apply :func:`normalize_for_scoring` to both sides first.
     what
         Names of the two inputs, for error messages.
 
@@ -296,10 +472,12 @@ def score_texts(
     rows = 0
 
     def for_words(text: str) -> str:
-        return _normalize(text, split_cjk=True) if normalize else _collapse(text)
+        return normalize_for_scoring(text) if normalize else _collapse(text)
 
     def for_chars(text: str) -> str:
-        return _normalize(text, split_cjk=False) if normalize else _collapse(text)
+        if not normalize:
+            return _collapse(text)
+        return _numbers_as_digits(_normalize(text, split_cjk=False))
 
     for i, (ref_value, hyp_value) in enumerate(zip(references, hypotheses, strict=True)):
         ref = _as_text(ref_value, what[0], i)
