@@ -333,7 +333,7 @@ def normalize_audio(audio: object) -> AudioSource:
     >>> normalize_audio(None)
     Traceback (most recent call last):
     ...
-    phaseo_notebook._exceptions.AudioInputError: audio input None (NoneType): missing value
+    phaseo_notebook.AudioInputError: audio input None (NoneType): missing value
     """
     if is_missing(audio):
         raise AudioInputError("missing value", audio=describe_input(audio))
