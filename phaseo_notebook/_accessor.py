@@ -22,7 +22,7 @@ from ._types import ProviderOptions
 
 if TYPE_CHECKING:
     from ._compare import ModelComparison
-    from ._quality import ScoreResult
+    from ._scoring import ScoreResult
 
 __all__ = ["SttDataFrameAccessor", "SttSeriesAccessor"]
 
@@ -255,7 +255,7 @@ class SttDataFrameAccessor:
         >>> round(res.wer, 4), res.df["wer"].round(4).tolist()
         (0.3333, [0.3333])
         """
-        from ._quality import score_frame
+        from ._scoring import score_frame
 
         return score_frame(self._obj, ref=ref, hyp=hyp, normalize=normalize)
 
@@ -303,7 +303,7 @@ class SttDataFrameAccessor:
         >>> df.stt.flag(language="fr")["review_reasons"].tolist()
         ['language']
         """
-        from ._quality import flag_rows
+        from ._flags import flag_rows
 
         return flag_rows(
             self._obj,

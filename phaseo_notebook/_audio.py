@@ -4,6 +4,11 @@ An input may be an http(s) URL, a local path (``str`` or ``os.PathLike``), bytes
 ``data:audio/...;base64,`` URI. Normalising reads at most a small header of a file: the whole
 content is read only when the request is about to be sent (:meth:`AudioSource.read`), so a run
 over many large files keeps memory bounded.
+
+Measuring audio also lives here: :func:`wav_duration` reads a WAV header's duration (the
+engines use it too), and :func:`measure_audio` gives a clip's duration and how many seconds
+of it are loud, which the quality flags need. Decoding for loudness uses ``soundfile`` and
+``numpy`` (the ``[local]`` extra), imported only when asked for.
 """
 
 from __future__ import annotations
@@ -11,27 +16,39 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import io
 import math
 import os
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from ._constants import MAX_AUDIO_BYTES, MAX_URL_LENGTH
 from ._exceptions import AudioInputError
+from ._extras import MissingExtraError, require
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 __all__ = [
+    "AudioFacts",
     "AudioKind",
     "AudioSource",
     "coerce_download",
     "describe_input",
     "input_type_name",
     "is_missing",
+    "local_audio_bytes",
+    "loud_seconds",
+    "measure_audio",
     "mime_for_format",
     "normalize_audio",
     "sniff_audio_format",
+    "wav_duration",
 ]
 
 AudioKind = Literal["url", "path", "bytes", "data_uri"]
@@ -316,7 +333,7 @@ def normalize_audio(audio: object) -> AudioSource:
     >>> normalize_audio(None)
     Traceback (most recent call last):
     ...
-    phaseo_notebook._exceptions.AudioInputError: audio input None (NoneType): missing value
+    phaseo_notebook.AudioInputError: audio input None (NoneType): missing value
     """
     if is_missing(audio):
         raise AudioInputError("missing value", audio=describe_input(audio))
@@ -480,3 +497,174 @@ def input_type_name(audio: Any) -> str:
     if isinstance(audio, os.PathLike):
         return "path"
     return type(audio).__name__
+
+
+# --------------------------------------------------------------------------- measurement
+
+# A WAV header that claims more chunks than this is garbage; the bound keeps a hostile
+# header from turning the "cheap" duration estimate into a long loop.
+_MAX_WAV_CHUNKS = 64
+# Loudness is judged per frame of this many seconds.
+_FRAME_SECONDS = 0.02
+
+
+def wav_duration(data: bytes) -> float | None:
+    """Return the duration in seconds that a RIFF/WAVE header declares, else ``None``.
+
+    Reads only the header (``fmt `` byte rate and ``data`` chunk size), never the
+    samples, so it costs microseconds whatever the file size. A ``data`` size larger
+    than the bytes present (streamed WAVs write ``0xFFFFFFFF``) is clipped to what is
+    there.
+
+    Parameters
+    ----------
+    data : bytes
+        Any bytes; non-WAV input simply gives ``None``.
+
+    Returns
+    -------
+    float or None
+        Seconds of audio, or ``None`` when ``data`` is not a WAV with a usable header.
+
+    Examples
+    --------
+    >>> fmt = struct.pack("<HHIIHH", 1, 1, 16000, 32000, 2, 16)  # PCM, mono, 16 kHz, 16-bit
+    >>> head = b"RIFF" + struct.pack("<I", 36 + 32000) + b"WAVEfmt " + struct.pack("<I", 16)
+    >>> wav_duration(head + fmt + b"data" + struct.pack("<I", 32000) + bytes(32000))
+    1.0
+    >>> wav_duration(b"hello") is None
+    True
+    """
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    byte_rate: int | None = None
+    offset = 12
+    for _ in range(_MAX_WAV_CHUNKS):
+        if offset + 8 > len(data):
+            return None
+        chunk_id = data[offset : offset + 4]
+        size: int = struct.unpack_from("<I", data, offset + 4)[0]
+        body = offset + 8
+        if chunk_id == b"fmt ":
+            if size < 16 or body + 16 > len(data):
+                return None
+            byte_rate = struct.unpack_from("<I", data, body + 8)[0]
+        elif chunk_id == b"data":
+            if not byte_rate:
+                return None
+            return min(size, len(data) - body) / byte_rate
+        # RIFF pads odd-sized chunks to an even boundary.
+        offset = body + size + (size & 1)
+    return None
+
+
+def local_audio_bytes(value: object) -> bytes | None:
+    """The bytes of a local input (path, bytes, data URI); None for URLs and invalid inputs.
+
+    Measuring never downloads: fetching a URL is the gateway's job.
+
+    Examples
+    --------
+    >>> local_audio_bytes(b"RIFF\\x00\\x00\\x00\\x00WAVEfmt ")[:4]
+    b'RIFF'
+    >>> local_audio_bytes("https://example.com/a.wav") is None, local_audio_bytes(3) is None
+    (True, True)
+    """
+    try:
+        source = normalize_audio(value)
+        if source.kind == "url":
+            return None
+        return source.read()
+    except (AudioInputError, ValueError, TypeError):
+        return None
+
+
+def loud_seconds(samples: npt.NDArray[np.float32], rate: int, threshold_db: float) -> float:
+    """Seconds of 20 ms frames whose RMS level is above ``threshold_db`` (dBFS).
+
+    Parameters
+    ----------
+    samples
+        Mono samples in [-1, 1].
+    rate
+        Samples per second.
+    threshold_db
+        The level, in dB relative to full scale, above which a frame counts as sound.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> half_loud = np.concatenate([np.zeros(8000), np.full(8000, 0.5)]).astype(np.float32)
+    >>> loud_seconds(half_loud, 16000, threshold_db=-40.0)
+    0.5
+    """
+    import numpy as np
+
+    frame = max(1, int(rate * _FRAME_SECONDS))
+    usable = (len(samples) // frame) * frame
+    if usable == 0:
+        return 0.0
+    frames = samples[:usable].reshape(-1, frame).astype(np.float64)
+    rms = np.sqrt(np.mean(frames * frames, axis=1))
+    threshold = 10.0 ** (threshold_db / 20.0)
+    return float(np.count_nonzero(rms > threshold)) * frame / rate
+
+
+@dataclass(frozen=True)
+class AudioFacts:
+    """What :func:`measure_audio` could learn about a clip; None where it could not.
+
+    Attributes
+    ----------
+    duration
+        Seconds of audio.
+    loud_seconds
+        Seconds of 20 ms frames above the loudness threshold (see :func:`loud_seconds`).
+    """
+
+    duration: float | None
+    loud_seconds: float | None
+
+
+def measure_audio(data: bytes, *, need_energy: bool, threshold_db: float) -> AudioFacts:
+    """Duration (from the WAV header when possible) and, if asked, seconds of loud frames.
+
+    Anything that cannot be measured is None rather than an error: a missing ``[local]``
+    extra (``soundfile`` for non-WAV audio and for loudness) or audio libsndfile cannot
+    read skips the measurement, never the caller's run.
+
+    Parameters
+    ----------
+    data
+        Encoded audio.
+    need_energy
+        Decode the samples to measure loudness; otherwise only the duration is read.
+    threshold_db
+        The loudness threshold for :func:`loud_seconds`.
+
+    Examples
+    --------
+    >>> fmt = struct.pack("<HHIIHH", 1, 1, 16000, 32000, 2, 16)
+    >>> head = b"RIFF" + struct.pack("<I", 36 + 32000) + b"WAVEfmt " + struct.pack("<I", 16)
+    >>> silence = head + fmt + b"data" + struct.pack("<I", 32000) + bytes(32000)
+    >>> measure_audio(silence, need_energy=True, threshold_db=-40.0)
+    AudioFacts(duration=1.0, loud_seconds=0.0)
+    """
+    duration = wav_duration(data)
+    if not need_energy and duration is not None:
+        return AudioFacts(duration, None)
+    try:
+        soundfile = require("soundfile", "local", purpose="measuring audio")
+    except MissingExtraError:
+        return AudioFacts(duration, None)
+    try:
+        if not need_energy:
+            info = soundfile.info(io.BytesIO(data))
+            return AudioFacts(float(info.frames) / float(info.samplerate), None)
+        samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except Exception:  # libsndfile cannot read it: the measurement is skipped, not the run
+        return AudioFacts(duration, None)
+    if samples.shape[0] == 0 or rate <= 0:
+        return AudioFacts(duration, None)
+    mono = samples.mean(axis=1)
+    return AudioFacts(samples.shape[0] / float(rate), loud_seconds(mono, int(rate), threshold_db))

@@ -19,7 +19,8 @@ from ._batch import BatchResult, ErrorsMode, transcribe_many_sync
 from ._cache import Cache, resolve_cache
 from ._client import AsyncClient, Client
 from ._extras import require
-from ._quality import _frame_html, score_texts
+from ._render import frame_html as _frame_html
+from ._scoring import score_texts
 from ._types import ProviderOptions
 
 if TYPE_CHECKING:

@@ -6,6 +6,7 @@ Every error the package raises on purpose is a :class:`PhaseoError`::
     ├── ConfigurationError          bad or missing settings (no API key for a remote model, ...)
     ├── AudioInputError             an audio input that is invalid before anything is sent
     ├── CacheError                  a cache directory that cannot be used
+    ├── MissingExtraError           an optional dependency is not installed (also an ImportError)
     └── APIError                    something went wrong talking to a gateway
         ├── APIConnectionError      no answer: refused, reset, dropped
         │   └── APITimeoutError     no answer in time
@@ -44,6 +45,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "InternalServerError",
+    "MissingExtraError",
     "NotFoundError",
     "PayloadTooLargeError",
     "PaymentRequiredError",
@@ -71,6 +73,19 @@ class ConfigurationError(PhaseoError, ValueError):
 
 class CacheError(PhaseoError):
     """The cache directory cannot be created, read or written."""
+
+
+class MissingExtraError(PhaseoError, ImportError):
+    """An optional dependency is not installed; the message names the ``pip install`` line.
+
+    Also an ``ImportError``, so ``except ImportError`` around an optional feature catches it.
+
+    Examples
+    --------
+    >>> import phaseo_notebook as pn
+    >>> issubclass(pn.MissingExtraError, pn.PhaseoError), issubclass(pn.MissingExtraError, ImportError)
+    (True, True)
+    """
 
 
 class AudioInputError(PhaseoError, ValueError):

@@ -5,11 +5,9 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from ._exceptions import MissingExtraError
+
 __all__ = ["MissingExtraError", "require"]
-
-
-class MissingExtraError(ImportError):
-    """An optional dependency is not installed; the message names the ``pip install`` line."""
 
 
 def require(module: str, extra: str, *, purpose: str) -> ModuleType:
@@ -22,7 +20,7 @@ def require(module: str, extra: str, *, purpose: str) -> ModuleType:
     >>> require("no_such_module_xyz", "dask", purpose="Dask support")
     Traceback (most recent call last):
     ...
-    phaseo_notebook._extras.MissingExtraError: Dask support needs the optional dependency 'no_such_module_xyz': pip install 'phaseo-notebook[dask]'
+    phaseo_notebook.MissingExtraError: Dask support needs the optional dependency 'no_such_module_xyz': pip install 'phaseo-notebook[dask]'
     """
     try:
         return importlib.import_module(module)

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 import phaseo_notebook as pn
-from phaseo_notebook._audio import normalize_audio, sniff_audio_format
+from phaseo_notebook._audio import (
+    AudioFacts,
+    local_audio_bytes,
+    measure_audio,
+    normalize_audio,
+    sniff_audio_format,
+    wav_duration,
+)
 
 from .conftest import make_wav
 
@@ -167,3 +174,31 @@ def test_shared_recordings_are_recognised(shared_audio: Path) -> None:
         "french.aiff": "aiff",
         "jfk.flac": "flac",
     }
+
+
+def test_measure_audio_duration_and_loudness(shared_audio: Path) -> None:
+    tone = make_wav(seed=1, seconds=1.0)
+    silence = make_wav(seconds=1.0)[:44] + bytes(32000)  # same header, zero samples
+    assert wav_duration(tone) == 1.0
+    assert measure_audio(tone, need_energy=False, threshold_db=-40.0) == AudioFacts(1.0, None)
+    loud = measure_audio(tone, need_energy=True, threshold_db=-40.0)
+    assert loud.duration == 1.0 and loud.loud_seconds == pytest.approx(1.0)
+    assert measure_audio(silence, need_energy=True, threshold_db=-40.0).loud_seconds == 0.0
+    # A tone at -12 dBFS is quiet for a -6 dB threshold.
+    assert measure_audio(tone, need_energy=True, threshold_db=-6.0).loud_seconds == 0.0
+    # FLAC has no WAV header: the duration comes from decoding (jfk.flac is 11 s).
+    flac = (shared_audio / "jfk.flac").read_bytes()
+    assert wav_duration(flac) is None
+    facts = measure_audio(flac, need_energy=True, threshold_db=-40.0)
+    assert facts.duration == pytest.approx(11.0, abs=0.1)
+    assert facts.loud_seconds is not None and 3.0 < facts.loud_seconds <= facts.duration
+    assert measure_audio(b"RIFF junk", need_energy=True, threshold_db=-40.0) == AudioFacts(
+        None, None
+    )
+
+
+def test_local_audio_bytes_never_downloads(wav_file: Path, wav_bytes: bytes) -> None:
+    assert local_audio_bytes(str(wav_file)) == wav_file.read_bytes()
+    assert local_audio_bytes(wav_bytes) == wav_bytes
+    assert local_audio_bytes("https://example.com/a.wav") is None
+    assert local_audio_bytes("missing.wav") is None

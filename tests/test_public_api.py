@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 import phaseo_notebook as pn
 
@@ -25,11 +28,70 @@ def test_all_is_sorted_and_complete() -> None:
 def test_exception_tree() -> None:
     for name in pn.__all__:
         obj = getattr(pn, name)
-        if isinstance(obj, type) and issubclass(obj, Exception) and obj is not pn.MissingExtraError:
+        if isinstance(obj, type) and issubclass(obj, Exception):
             assert issubclass(obj, pn.PhaseoError), name
     assert issubclass(pn.APITimeoutError, pn.APIConnectionError)
     assert issubclass(pn.RateLimitError, pn.APIStatusError)
     assert issubclass(pn.APIStatusError, pn.APIError)
+
+
+def test_missing_extra_error_is_a_phaseo_error_and_an_import_error() -> None:
+    from phaseo_notebook._extras import require
+
+    with pytest.raises(pn.PhaseoError, match=r"pip install 'phaseo-notebook\[dask\]'") as info:
+        require("no_such_module_xyz", "dask", purpose="Dask support")
+    assert isinstance(info.value, pn.MissingExtraError)
+    assert isinstance(info.value, ImportError)  # existing `except ImportError` still catches it
+    assert isinstance(info.value.__cause__, ModuleNotFoundError)
+
+
+def test_exported_names_show_as_members_of_the_package() -> None:
+    for name in pn.__all__:
+        if not name.startswith("__"):
+            assert getattr(pn, name).__module__ == "phaseo_notebook", name
+    assert repr(pn.RateLimitError) == "<class 'phaseo_notebook.RateLimitError'>"
+    # The methods move with their class, so their docstring examples are still collected.
+    assert pn.Client.transcribe.__module__ == "phaseo_notebook"
+    assert pn.ScoreResult.summary.__module__ == "phaseo_notebook"
+    # Pickle finds classes by their module: errors must still travel to and from workers.
+    err = pickle.loads(pickle.dumps(pn.AudioInputError("file does not exist", audio="'a.wav'")))
+    assert type(err) is pn.AudioInputError
+    assert str(err) == "audio input 'a.wav': file does not exist"
+    assert pickle.loads(pickle.dumps(pn.LocalGateway)) is pn.LocalGateway
+
+
+def test_import_does_not_load_the_gateway_server() -> None:
+    """The local gateway (aiohttp's server) loads on first use of its names, not on import."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import phaseo_notebook as pn
+
+        def server_modules():
+            return sorted(
+                m for m in sys.modules
+                if m.startswith(("aiohttp.web", "phaseo_notebook._gateway"))
+            )
+
+        assert server_modules() == [], server_modules()
+        assert "LocalGateway" in pn.__all__ and "LocalGateway" in dir(pn)
+        assert {"Faults", "GatewayStats"} <= set(dir(pn))
+        assert server_modules() == [], server_modules()
+        from tests.conftest import make_wav
+        with pn.LocalGateway(engine="fake") as gw:
+            with pn.Client(**gw.client_kwargs()) as client:
+                result = client.transcribe(make_wav(1), model="local/fake")
+        assert result.text, result
+        assert "aiohttp.web" in sys.modules
+        from phaseo_notebook._gateway import LocalGateway, Faults
+        assert pn.LocalGateway is LocalGateway and pn.Faults is Faults
+        assert pn.LocalGateway.__module__ == "phaseo_notebook"
+        print("ok")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
 
 
 def test_import_works_without_optional_extras() -> None:

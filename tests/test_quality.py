@@ -15,7 +15,13 @@ import pytest
 import phaseo_notebook as pn
 from phaseo_notebook._accessor import SttDataFrameAccessor
 from phaseo_notebook._engines import fake_transcript
-from phaseo_notebook._quality import language_code, normalize_text, score_texts, token_count
+from phaseo_notebook._flags import language_code
+from phaseo_notebook._scoring import (
+    normalize_for_scoring,
+    normalize_text,
+    score_texts,
+    token_count,
+)
 
 from .conftest import make_wav
 
@@ -143,6 +149,73 @@ def test_score_rejects_bad_input() -> None:
         stt(pd.DataFrame({"reference": [3], "text": ["3"]})).score()
     with pytest.raises(ValueError, match="aligned"):
         score_texts(["a"], ["a", "b"])
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def test_numbers_in_words_and_in_digits_score_alike() -> None:
+    refs = ["1, 2, 3", "5551234", "Call 555-1234 in 2025.", "twenty-five (25) people"]
+    hyps = [
+        "one two three",
+        "five five five one two three four",
+        "call five five five one two three four in twenty twenty five",
+        "25 twenty five people",
+    ]
+    wer, cer, corpus = score_texts(refs, hyps)
+    assert wer == [0.0, 0.0, 0.0, 0.0]
+    assert cer == [0.0, 0.0, 0.0, 0.0]
+    assert corpus["wer"] == 0.0
+    res = stt(pd.DataFrame({"reference": refs[:2], "text": hyps[:2]})).score()
+    assert (res.wer, res.cer) == (0.0, 0.0)
+    # Without normalisation they are different words again.
+    off = stt(pd.DataFrame({"reference": refs[:2], "text": hyps[:2]})).score(normalize=False)
+    assert off.wer == pytest.approx((3 + 7) / (3 + 1))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("One, two, three!", "1 2 3"),
+        ("123", "1 2 3"),
+        ("5551234", "5 5 5 1 2 3 4"),
+        ("5,551,234", "5 5 5 1 2 3 4"),
+        ("five five five one two three four", "5 5 5 1 2 3 4"),
+        ("twenty-five", "2 5"),
+        ("two thousand and five", "2 0 0 5"),
+        ("nineteen eighty four", "1 9 8 4"),
+        ("one hundred and five", "1 0 5"),
+        ("two million three hundred thousand", "2 3 0 0 0 0 0"),
+        ("five oh one", "5 0 1"),
+        ("double five", "5 5"),
+        ("zero one", "0 1"),
+        # Words that only look like numbers, or "and"/"oh" outside a number, stay words.
+        ("oh yes and five and six", "oh yes and 5 and 6"),
+        ("someone said a hundred", "someone said a hundred"),
+        ("double check", "double check"),
+    ],
+)
+def test_normalize_for_scoring_reads_numbers_as_digits(text: str, expected: str) -> None:
+    assert normalize_for_scoring(text) == expected
+
+
+def test_normalisation_keeps_words_in_parentheses_and_brackets() -> None:
+    assert normalize_for_scoring("Hello (world) [laughs] {um}") == "hello world laughs um"
+    # A bracketed reference word the hypothesis misses is a deletion, not hidden.
+    wer, _, corpus = score_texts(["hello (world)"], ["hello"])
+    assert wer == [0.5]
+    assert corpus["deletions"] == 1
+
+
+def test_wer_with_numbers_hand_computed() -> None:
+    # Reference tokens: call 5 5 5 1 2 3 4 at 9 (10). The hypothesis says "five" for
+    # "9" and drops "at": 1 substitution + 1 deletion = 2 errors over 10 words.
+    wer, _, corpus = score_texts(
+        ["Call 555 1234 at 9"], ["call five five five one two three four five"]
+    )
+    assert wer == [pytest.approx(2 / 10)]
+    assert (corpus["substitutions"], corpus["deletions"], corpus["insertions"]) == (1, 1, 0)
+    assert corpus["words"] == 10
 
 
 # --------------------------------------------------------------------------- flags

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import io
 import math
-import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+# The header-only duration is audio measurement, shared with the quality flags; the
+# engines re-export it from here so their imports stay as they are.
+from phaseo_notebook._audio import wav_duration
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,10 +40,6 @@ TARGET_SAMPLE_RATE = 16_000
 
 #: The exact line an ``ImportError`` names when the ``[local]`` extra is missing.
 LOCAL_EXTRA_INSTALL = "pip install 'phaseo-notebook[local]'"
-
-# A WAV header that claims more chunks than this is garbage; the bound keeps a hostile
-# header from turning the "cheap" duration estimate into a long loop.
-_MAX_WAV_CHUNKS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,56 +82,6 @@ class AudioDecodeError(ValueError):
     ...     print("rejected")
     rejected
     """
-
-
-def wav_duration(data: bytes) -> float | None:
-    """Return the duration in seconds that a RIFF/WAVE header declares, else ``None``.
-
-    Reads only the header (``fmt `` byte rate and ``data`` chunk size), never the
-    samples, so it costs microseconds whatever the file size. A ``data`` size larger
-    than the bytes present (streamed WAVs write ``0xFFFFFFFF``) is clipped to what is
-    there.
-
-    Parameters
-    ----------
-    data : bytes
-        Any bytes; non-WAV input simply gives ``None``.
-
-    Returns
-    -------
-    float or None
-        Seconds of audio, or ``None`` when ``data`` is not a WAV with a usable header.
-
-    Examples
-    --------
-    >>> fmt = struct.pack("<HHIIHH", 1, 1, 16000, 32000, 2, 16)  # PCM, mono, 16 kHz, 16-bit
-    >>> head = b"RIFF" + struct.pack("<I", 36 + 32000) + b"WAVEfmt " + struct.pack("<I", 16)
-    >>> wav_duration(head + fmt + b"data" + struct.pack("<I", 32000) + bytes(32000))
-    1.0
-    >>> wav_duration(b"hello") is None
-    True
-    """
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        return None
-    byte_rate: int | None = None
-    offset = 12
-    for _ in range(_MAX_WAV_CHUNKS):
-        if offset + 8 > len(data):
-            return None
-        chunk_id = data[offset : offset + 4]
-        size: int = struct.unpack_from("<I", data, offset + 4)[0]
-        body = offset + 8
-        if chunk_id == b"fmt ":
-            if size < 16 or body + 16 > len(data):
-                return None
-            byte_rate = struct.unpack_from("<I", data, body + 8)[0]
-        elif chunk_id == b"data":
-            if not byte_rate:
-                return None
-            return min(size, len(data) - body) / byte_rate
-        # RIFF pads odd-sized chunks to an even boundary.
-        offset = body + size + (size & 1)
-    return None
 
 
 def _import_decoders() -> tuple[Any, Any]:
