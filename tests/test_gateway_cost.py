@@ -194,3 +194,20 @@ def test_half_the_total_stops_at_the_budget(
     assert gate.spent == pytest.approx(sum(costs), abs=1e-9)
     assert gate.spent <= budget + 1e-12
     assert gate.refusal is not None and gate.error().spent == gate.spent
+
+
+def test_a_metadata_run_reports_the_cost_the_estimate_predicted(
+    clips: list[bytes], priced_gateway: pn.LocalGateway
+) -> None:
+    import pandas as pd
+
+    df = pd.DataFrame({"audio": clips})
+    jobs = [(hashlib.sha256(c).hexdigest(), audio_seconds(c)) for c in clips]
+    estimate = estimate_model(jobs, model="local/fake", price_per_minute=PRICE)
+    with pn.Client(**priced_gateway.client_kwargs()) as client:
+        out = df.stt.transcribe(
+            col="audio", model="local/fake", metadata=True, cache=False, client=client
+        )
+    assert out["text_error"].isna().all()
+    assert out["text_cost"].notna().all()
+    assert estimate.cost == pytest.approx(out["text_cost"].sum(), rel=0.01)
