@@ -7,6 +7,12 @@ Three sources, in this order of precedence (the first that names a model wins):
    :func:`parse_catalog`: what the gateway will actually charge;
 3. :data:`BUILTIN_PRICES`, the providers' published list prices below.
 
+What the live gateway offers: its catalog lists the model ids (see the project's
+``spec/live-gateway.md``) and every answer reports its cost (``cost_nanos`` / ``cost_cents``
+with ``currency``), but nothing documents prices in its ``GET /models``. So the parser reads
+the shape the local gateway serves (below), skips entries without ``pricing``, and a run
+with no price anywhere learns the cost from its first answer instead.
+
 A model none of them names has no known price: :func:`lookup_price` returns ``None``, and
 an estimate of it has no cost (a budgeted run then learns the cost from the answers).
 

@@ -242,7 +242,9 @@ class LocalGateway:
         self._models = build_models(models, engine)
         # Checked now, so a bad price fails here rather than in the server thread or process.
         build_prices(price_per_minute, self._models)
-        self._prices = price_per_minute
+        self._prices: PriceSetting = (
+            dict(price_per_minute) if isinstance(price_per_minute, Mapping) else price_per_minute
+        )
         self._files_dir = Path(files_dir) if files_dir is not None else None
         self._workers = workers
         self._allow_remote = allow_remote
