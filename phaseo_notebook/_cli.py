@@ -100,12 +100,20 @@ def _add_serve(subparsers: _Subparsers) -> None:
         action="store_true",
         help="allow binding a non-loopback address (anyone reaching it can send audio and read --files-dir)",
     )
+    parser.add_argument(
+        "--price-per-minute",
+        action="append",
+        default=[],
+        metavar="[NAME=]USD",
+        help="what answers cost per minute of audio, for every model or NAME; repeatable",
+    )
     parser.set_defaults(handler=_run_serve)
 
 
 def _run_serve(args: argparse.Namespace) -> int:
     import asyncio
 
+    from phaseo_notebook._gateway._charges import parse_price_specs
     from phaseo_notebook._gateway._faults import Faults
     from phaseo_notebook._gateway._local import generate_api_key, serve_forever
 
@@ -155,6 +163,7 @@ def _run_serve(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 allow_remote=args.allow_remote,
                 on_ready=announce,
+                price_per_minute=parse_price_specs(args.price_per_minute),
             )
         )
     except (ValueError, OSError) as err:

@@ -5,6 +5,7 @@ Every error the package raises on purpose is a :class:`PhaseoError`::
     PhaseoError
     ├── ConfigurationError          bad or missing settings (no API key for a remote model, ...)
     ├── AudioInputError             an audio input that is invalid before anything is sent
+    ├── BudgetExceededError         a request not sent: it would take the run over its budget
     ├── CacheError                  a cache directory that cannot be used
     ├── MissingExtraError           an optional dependency is not installed (also an ImportError)
     └── APIError                    something went wrong talking to a gateway
@@ -41,6 +42,7 @@ __all__ = [
     "AudioInputError",
     "AuthenticationError",
     "BadRequestError",
+    "BudgetExceededError",
     "CacheError",
     "ConfigurationError",
     "ConflictError",
@@ -250,3 +252,41 @@ class RateLimitError(APIStatusError):
 
 class InternalServerError(APIStatusError):
     """5xx: the gateway or every provider behind it failed; transient."""
+
+
+class BudgetExceededError(PhaseoError):
+    """A request was not sent: its estimated cost would take the run over its budget.
+
+    Rows a budgeted run did not send get ``text_error`` beginning ``BudgetExceededError:``;
+    with ``errors="raise"`` this is raised once the finished rows are saved, so raising the
+    budget and running again continues where the run stopped.
+
+    Attributes
+    ----------
+    budget
+        The run's budget, in ``currency``.
+    spent
+        What the run had spent when it stopped.
+    currency
+        The currency of both (``"USD"``).
+
+    Examples
+    --------
+    >>> import phaseo_notebook as pn
+    >>> err = pn.BudgetExceededError("budget of 0.5 USD reached", budget=0.5, spent=0.4998)
+    >>> isinstance(err, pn.PhaseoError), err.spent
+    (True, 0.4998)
+    """
+
+    def __init__(self, message: str, *, budget: float, spent: float, currency: str = "USD") -> None:
+        self.budget = budget
+        self.spent = spent
+        self.currency = currency
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # As for AudioInputError: keyword-only arguments must survive pickling.
+        rebuild = functools.partial(
+            type(self), budget=self.budget, spent=self.spent, currency=self.currency
+        )
+        return (rebuild, self.args, self.__dict__)

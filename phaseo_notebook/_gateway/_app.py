@@ -42,6 +42,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from phaseo_notebook._constants import MAX_AUDIO_BYTES, MAX_URL_LENGTH
 from phaseo_notebook._engines import ENGINE_NAMES, AudioDecodeError, Engine, EngineResult
+from phaseo_notebook._gateway._charges import PriceSetting, build_prices, cost_nanos
 from phaseo_notebook._gateway._multipart import (
     FormPart,
     MultipartError,
@@ -416,6 +417,8 @@ class GatewayCore:
         The key ``Authorization: Bearer`` must carry; ``None`` accepts anything.
     models : Mapping of str to str or None
         Model name -> engine name (default :data:`DEFAULT_MODELS`).
+    price_per_minute : float, Mapping of str to float, or None
+        What answers cost (see :mod:`~phaseo_notebook._gateway._charges`); None: free.
 
     Examples
     --------
@@ -431,6 +434,7 @@ class GatewayCore:
         mode: Mode = "strict",
         api_key: str | None = None,
         models: Mapping[str, str] | None = None,
+        price_per_minute: PriceSetting = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
@@ -440,11 +444,18 @@ class GatewayCore:
         self.models: dict[str, str] = dict(DEFAULT_MODELS if models is None else models)
         self._api_key = api_key.encode("utf-8") if api_key is not None else None
         self._allowed = _CONTRACT_FIELDS if mode == "strict" else _LIVE_FIELDS
+        self.prices: dict[str, float] = build_prices(price_per_minute, self.models)
         self._models_body = _dumps(
             {
                 "object": "list",
                 "data": [
-                    {"id": name, "object": "model", "owned_by": "local", "engine": engine}
+                    {
+                        "id": name,
+                        "object": "model",
+                        "owned_by": "local",
+                        "engine": engine,
+                        "pricing": {"per_minute": self.prices[name], "currency": "USD"},
+                    }
                     for name, engine in self.models.items()
                 ],
             }
@@ -662,8 +673,12 @@ class GatewayCore:
         if result.duration is not None:
             body["duration"] = result.duration
             body["usage"] = {"seconds": result.duration}
-        body["cost_nanos"] = 0
-        body["currency"] = "USD"
+        # A priced model's cost follows the engine's duration; with no duration it is
+        # unknown, and left out rather than reported as free.
+        price = self.prices.get(job.model, 0.0)
+        if price == 0 or result.duration is not None:
+            body["cost_nanos"] = cost_nanos(price, result.duration or 0.0)
+            body["currency"] = "USD"
         return Reply(200, _dumps(body), headers={"x-request-id": request_id})
 
     def failure_reply(self, err: BaseException, request_id: str) -> Reply:

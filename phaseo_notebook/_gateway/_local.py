@@ -30,6 +30,7 @@ from urllib.parse import quote
 import httpx
 
 from phaseo_notebook._gateway._app import MODES, GatewayCore, Mode, build_models
+from phaseo_notebook._gateway._charges import ANY_MODEL, PriceSetting, build_prices
 from phaseo_notebook._gateway._faults import Faults
 from phaseo_notebook._gateway._server import (
     EngineSet,
@@ -81,8 +82,14 @@ def _make_server(
     faults: Faults | None,
     files_dir: str | os.PathLike[str] | None,
     workers: int | None,
+    price_per_minute: PriceSetting = None,
 ) -> GatewayServer:
-    core = GatewayCore(mode=mode, api_key=api_key, models=build_models(models, engine))
+    core = GatewayCore(
+        mode=mode,
+        api_key=api_key,
+        models=build_models(models, engine),
+        price_per_minute=price_per_minute,
+    )
     engines = EngineSet(workers)
     # Creating the main engine now makes a missing optional dependency fail at start,
     # not on the first request.
@@ -106,6 +113,7 @@ async def serve_forever(
     workers: int | None = None,
     allow_remote: bool = False,
     on_ready: Callable[[str], None] | None = None,
+    price_per_minute: PriceSetting = None,
 ) -> None:
     """Serve a gateway until SIGINT or SIGTERM (what ``phaseo-notebook serve`` runs).
 
@@ -128,6 +136,7 @@ async def serve_forever(
         faults=faults,
         files_dir=files_dir,
         workers=workers,
+        price_per_minute=price_per_minute,
     )
     bound = await server.start(host, port)
     stop = asyncio.Event()
@@ -188,6 +197,11 @@ class LocalGateway:
         in a background thread.
     allow_remote : bool
         Allow a non-loopback ``host``.
+    price_per_minute : float, Mapping of str to float, or None
+        What answers cost, in USD per minute of the engine's audio duration: one price for
+        every model, or per model (key ``"*"``: the rest). Answers report it as
+        ``cost_nanos``/``currency`` and ``GET /v1/models`` lists it as ``pricing``.
+        ``None`` (default): every answer costs 0.
 
     Examples
     --------
@@ -213,6 +227,7 @@ class LocalGateway:
         workers: int | None = None,
         process: bool = False,
         allow_remote: bool = False,
+        price_per_minute: PriceSetting = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
@@ -225,6 +240,11 @@ class LocalGateway:
         self._requested_port = port
         self._faults = faults
         self._models = build_models(models, engine)
+        # Checked now, so a bad price fails here rather than in the server thread or process.
+        build_prices(price_per_minute, self._models)
+        self._prices: PriceSetting = (
+            dict(price_per_minute) if isinstance(price_per_minute, Mapping) else price_per_minute
+        )
         self._files_dir = Path(files_dir) if files_dir is not None else None
         self._workers = workers
         self._allow_remote = allow_remote
@@ -374,6 +394,7 @@ class LocalGateway:
             faults=self._faults,
             files_dir=self._files_dir,
             workers=self._workers,
+            price_per_minute=self._prices,
         )
         loop = asyncio.new_event_loop()
         ready = threading.Event()
@@ -446,6 +467,12 @@ class LocalGateway:
             cmd += ["--workers", str(self._workers)]
         if self._allow_remote:
             cmd.append("--allow-remote")
+        if isinstance(self._prices, Mapping):
+            for name, price in self._prices.items():
+                spec = repr(float(price)) if name == ANY_MODEL else f"{name}={float(price)!r}"
+                cmd += ["--price-per-minute", spec]
+        elif self._prices is not None:
+            cmd += ["--price-per-minute", repr(float(self._prices))]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH")) if p
