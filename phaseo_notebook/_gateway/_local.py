@@ -29,7 +29,7 @@ from urllib.parse import quote
 
 import httpx
 
-from phaseo_notebook._gateway._app import MODES, GatewayCore, Mode, build_models
+from phaseo_notebook._gateway._app import MODES, AudioLimits, GatewayCore, Mode, build_models
 from phaseo_notebook._gateway._faults import Faults
 from phaseo_notebook._gateway._server import (
     EngineSet,
@@ -81,8 +81,11 @@ def _make_server(
     faults: Faults | None,
     files_dir: str | os.PathLike[str] | None,
     workers: int | None,
+    limits: AudioLimits | None = None,
 ) -> GatewayServer:
-    core = GatewayCore(mode=mode, api_key=api_key, models=build_models(models, engine))
+    core = GatewayCore(
+        mode=mode, api_key=api_key, models=build_models(models, engine), limits=limits
+    )
     engines = EngineSet(workers)
     # Creating the main engine now makes a missing optional dependency fail at start,
     # not on the first request.
@@ -106,6 +109,7 @@ async def serve_forever(
     workers: int | None = None,
     allow_remote: bool = False,
     on_ready: Callable[[str], None] | None = None,
+    limits: AudioLimits | None = None,
 ) -> None:
     """Serve a gateway until SIGINT or SIGTERM (what ``phaseo-notebook serve`` runs).
 
@@ -128,6 +132,7 @@ async def serve_forever(
         faults=faults,
         files_dir=files_dir,
         workers=workers,
+        limits=limits,
     )
     bound = await server.start(host, port)
     stop = asyncio.Event()
@@ -188,6 +193,14 @@ class LocalGateway:
         in a background thread.
     allow_remote : bool
         Allow a non-loopback ``host``.
+    max_audio_bytes : int or None
+        Refuse audio larger than this with a 413 ``payload_too_large`` carrying
+        ``max_bytes``, as live does (lowers the 25 MB cap; thread mode only).
+    max_audio_seconds : float or None
+        Refuse audio longer than this with a 400 whose description says it is longer
+        than the maximum, as gpt-4o-transcribe does (thread mode only).
+    limits : Mapping of str to (int or None, float or None), or None
+        ``{model: (max_bytes, max_seconds)}``: per-model limits replacing the two above.
 
     Examples
     --------
@@ -213,6 +226,9 @@ class LocalGateway:
         workers: int | None = None,
         process: bool = False,
         allow_remote: bool = False,
+        max_audio_bytes: int | None = None,
+        max_audio_seconds: float | None = None,
+        limits: Mapping[str, tuple[int | None, float | None]] | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
@@ -228,6 +244,7 @@ class LocalGateway:
         self._files_dir = Path(files_dir) if files_dir is not None else None
         self._workers = workers
         self._allow_remote = allow_remote
+        self._limits = _audio_limits(max_audio_bytes, max_audio_seconds, limits, process=process)
         self._port: int | None = None
         # Thread mode.
         self._server: GatewayServer | None = None
@@ -374,6 +391,7 @@ class LocalGateway:
             faults=self._faults,
             files_dir=self._files_dir,
             workers=self._workers,
+            limits=self._limits,
         )
         loop = asyncio.new_event_loop()
         ready = threading.Event()
@@ -527,6 +545,21 @@ class LocalGateway:
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
+
+
+def _audio_limits(
+    max_bytes: int | None,
+    max_seconds: float | None,
+    per_model: Mapping[str, tuple[int | None, float | None]] | None,
+    *,
+    process: bool,
+) -> AudioLimits | None:
+    if max_bytes is None and max_seconds is None and not per_model:
+        return None
+    if process:
+        # `serve` has no flags for them yet: refusing beats silently serving without limits.
+        raise ValueError("audio limits are not supported with process=True")
+    return AudioLimits(max_bytes, max_seconds, dict(per_model or {}))
 
 
 def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
