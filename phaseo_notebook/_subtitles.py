@@ -48,7 +48,8 @@ MAX_LINE_CHARS: Final = 42
 MAX_LINES: Final = 2
 MAX_CUE_SECONDS: Final = 7.0
 _MAX_NAME_CHARS: Final = 120
-_UNSAFE: Final = re.compile(r"[^A-Za-z0-9._-]+")
+# Letters of any script are kept (\w); separators, controls and punctuation are not.
+_UNSAFE: Final = re.compile(r"[^\w.-]+")
 
 Segments = Sequence[Mapping[str, Any]]
 
