@@ -77,6 +77,7 @@ else:
     Int16Array = np.ndarray
 
 __all__ = [
+    "CHUNK_FORMAT",
     "CHUNK_SAMPLE_RATE",
     "MAX_CHUNK_SECONDS",
     "SEARCH_SECONDS",
@@ -93,6 +94,8 @@ __all__ = [
 
 AudioInput = str | os.PathLike[str] | bytes
 
+#: How chunks are encoded; part of a chunk's identity (bump it when the encoding changes).
+CHUNK_FORMAT: Final = "flac16k-1"
 #: Chunks are 16 kHz mono: what speech models resample to anyway, and half the bytes of 32 kHz.
 CHUNK_SAMPLE_RATE: Final = 16_000
 #: Fraction of a seconds limit a chunk may fill (a decoder may count a few ms more).
@@ -149,6 +152,20 @@ class Chunk:
     def span_ms(self) -> tuple[int, int]:
         """The span in whole milliseconds: the chunk's part of a cache key."""
         return round(self.start * 1000), round(self.end * 1000)
+
+    def identity(self, file_identity: str) -> str:
+        """The identity of this chunk's audio, from the file's (``AudioSource`` identity).
+
+        It names the encoding too (:data:`CHUNK_FORMAT`), so a change to how chunks are
+        made can never answer from another encoding's cache entry.
+
+        Examples
+        --------
+        >>> Chunk(2, 1358.2, 2716.4, b"").identity("sha256:ab12")
+        'sha256:ab12#chunk=flac16k-1:1358200-2716400'
+        """
+        lo, hi = self.span_ms
+        return f"{file_identity}#chunk={CHUNK_FORMAT}:{lo}-{hi}"
 
     def __repr__(self) -> str:
         return f"Chunk({self.index}, {self.start:.3f}-{self.end:.3f} s, {len(self.data)} bytes)"

@@ -23,9 +23,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
-__all__ = ["ChunkTranscript", "StitchedTranscript", "stitch"]
+__all__ = ["PROMPT_MAX_CHARS", "ChunkTranscript", "StitchedTranscript", "chained_prompt", "stitch"]
+
+
+#: Whisper-family models read only the last 224 tokens of a prompt: about 800 characters.
+PROMPT_MAX_CHARS: Final = 800
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,3 +149,38 @@ def stitch(chunks: Iterable[ChunkTranscript]) -> StitchedTranscript:
         words=words if any_words else None,
         duration=ordered[-1].end if ordered else 0.0,
     )
+
+
+def chained_prompt(
+    previous_text: str | None, prompt: str | None = None, *, max_chars: int = PROMPT_MAX_CHARS
+) -> str | None:
+    """The ``prompt`` for a chunk: the run's own prompt, then the previous chunk's text.
+
+    OpenAI's advice for split audio: passing the previous chunk's transcript keeps
+    spelling, names and style consistent across a cut. The cost is order: a chunk can
+    only be sent once the one before it is answered, so a file's chunks go one at a
+    time instead of in parallel. The batch engine therefore does it only when asked.
+    The previous text is cut at a word boundary to fit ``max_chars`` with the prompt.
+
+    Examples
+    --------
+    >>> chained_prompt("ask not what your country can do for you", max_chars=20)
+    'can do for you'
+    >>> chained_prompt(None, "Glossary: Kenobi.")
+    'Glossary: Kenobi.'
+    """
+    head = " ".join((prompt or "").split())
+    room = max_chars - len(head) - (1 if head else 0)
+    tail = " ".join((previous_text or "").split())
+    if len(tail) > room:
+        cut = len(tail) - room
+        # Keep whole words only: drop the one the cut went through.
+        tail = (
+            ""
+            if room <= 0
+            else tail[cut:]
+            if tail[cut - 1] == " "
+            else tail[cut:].partition(" ")[2]
+        )
+    joined = " ".join(part for part in (head, tail) if part)
+    return joined or None

@@ -361,3 +361,15 @@ def test_two_hour_file_is_chunked_in_bounded_memory(
     assert all(size <= 25_000_000 for size in result["sizes"])
     assert all(end - start <= 1400 for start, end in result["spans"])
     assert result["spans"][-1][1] == pytest.approx(7200.0, abs=0.01)
+
+
+def test_chunk_identity_names_file_span_and_encoding(
+    small_chunks: list[Chunk], long_recording: Path
+) -> None:
+    ids = [c.identity("sha256:abc") for c in small_chunks]
+    assert len(set(ids)) == len(ids)
+    assert all(i.startswith("sha256:abc#chunk=flac16k-") for i in ids)
+    assert small_chunks[0].identity("sha256:abc") != small_chunks[0].identity("sha256:abd")
+    # Planned again, the file gives the same chunks: a rerun finds its cache entries.
+    again = plan_chunks(long_recording, SMALL_LIMITS)
+    assert [c.identity("f") for c in again] == [c.identity("f") for c in small_chunks]

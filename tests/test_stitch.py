@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from phaseo_notebook._stitch import ChunkTranscript, stitch
+from phaseo_notebook._stitch import PROMPT_MAX_CHARS, ChunkTranscript, chained_prompt, stitch
 
 
 def test_text_is_the_chunks_texts_in_order() -> None:
@@ -79,3 +79,15 @@ def test_times_past_a_chunks_end_are_kept_inside_it() -> None:
 def test_no_chunks() -> None:
     out = stitch([])
     assert (out.text, out.segments, out.words, out.duration) == ("", [], None, 0.0)
+
+
+def test_chained_prompt_keeps_the_end_of_the_previous_text_in_whole_words() -> None:
+    previous = "ask not what your country can do for you"
+    assert chained_prompt(previous, max_chars=20) == "can do for you"
+    assert chained_prompt(previous, max_chars=18) == "can do for you"  # "can" starts the cut
+    assert chained_prompt(previous) == previous
+    assert chained_prompt(previous, "Names: JFK.", max_chars=30) == "Names: JFK. can do for you"
+    assert chained_prompt("", None) is None
+    assert chained_prompt("word " * 1000) == ("word " * 160).strip()
+    assert len(chained_prompt("x" * 5000 + " tail") or "") <= PROMPT_MAX_CHARS
+    assert chained_prompt(previous, "p" * 30, max_chars=20) == "p" * 30  # the user's prompt wins
