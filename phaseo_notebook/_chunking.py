@@ -302,13 +302,18 @@ def iter_pcm(source: AudioInput) -> Iterator[Int16Array]:
     except (RuntimeError, TypeError, ValueError):
         handle = None
     if handle is not None:
-        with handle:
-            rate = handle.samplerate
-            for block in handle.blocks(blocksize=_BLOCK_FRAMES, dtype="float32", always_2d=True):
-                mono = np.ascontiguousarray(block.mean(axis=1, dtype=np.float32)[None, :])
-                frame = av.AudioFrame.from_ndarray(mono, format="flt", layout="mono")
-                frame.sample_rate = rate
-                yield from drain(resampler.resample(frame))
+        try:
+            with handle:
+                rate = handle.samplerate
+                for block in handle.blocks(
+                    blocksize=_BLOCK_FRAMES, dtype="float32", always_2d=True
+                ):
+                    mono = np.ascontiguousarray(block.mean(axis=1, dtype=np.float32)[None, :])
+                    frame = av.AudioFrame.from_ndarray(mono, format="flt", layout="mono")
+                    frame.sample_rate = rate
+                    yield from drain(resampler.resample(frame))
+        except RuntimeError as err:  # libsndfile: damaged data past a valid header
+            raise AudioInputError(f"cannot be decoded: {err}", audio=_describe(source)) from err
         yield from drain(resampler.resample(None))
         return
     try:

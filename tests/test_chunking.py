@@ -233,6 +233,38 @@ def test_m4a_and_webm_are_decoded_with_pyav(
     assert np.corrcoef(env_a, env_b)[0, 1] > 0.9
 
 
+@pytest.mark.parametrize(
+    ("fmt", "subtype", "rate"),
+    [("MP3", "MPEG_LAYER_III", 44100), ("OGG", "OPUS", 48000), ("OGG", "VORBIS", 22050)],
+)
+def test_mp3_and_ogg_are_decoded_with_soundfile(
+    shared_audio: Path, fmt: str, subtype: str, rate: int
+) -> None:
+    original = np.concatenate(list(iter_pcm(shared_audio / "jfk.flac")))
+    from scipy.signal import resample_poly
+
+    data = original.astype(np.float32) / 32768
+
+    out = io.BytesIO()
+    sf.write(out, resample_poly(data, rate, CHUNK_SAMPLE_RATE), rate, format=fmt, subtype=subtype)
+    info = probe(out.getvalue())
+    assert info.decoder == "soundfile"
+    chunks = list(plan_chunks(out.getvalue(), ModelLimits(max_seconds=6)))
+    assert len(chunks) >= 2
+    assert all(c.duration <= 6 for c in chunks)
+    assert chunks[-1].end == pytest.approx(11.0, abs=0.1)
+    decoded = np.concatenate([_decode_flac(c.data) for c in chunks]).astype(np.float64)
+    n = min(len(decoded), len(original)) // 1600 * 1600
+    env_a = np.sqrt(np.mean(decoded[:n].reshape(-1, 1600) ** 2, axis=1))
+    env_b = np.sqrt(np.mean(original[:n].astype(np.float64).reshape(-1, 1600) ** 2, axis=1))
+    assert np.corrcoef(env_a, env_b)[0, 1] > 0.9
+
+
+def test_aiff_is_decoded(shared_audio: Path) -> None:
+    (chunk,) = plan_chunks(shared_audio / "french.aiff", DEFAULT_LIMITS)
+    assert chunk.end == pytest.approx(probe(shared_audio / "french.aiff").seconds, abs=0.01)
+
+
 def test_stereo_44k_wav_is_downmixed_and_resampled(tmp_path: Path) -> None:
     t = np.arange(44100 * 3) / 44100
     tone = np.sin(2 * np.pi * 440 * t)
@@ -257,6 +289,12 @@ def test_undecodable_input_is_an_audio_input_error(tmp_path: Path) -> None:
         list(plan_chunks(path, DEFAULT_LIMITS))
     with pytest.raises(AudioInputError):
         list(plan_chunks(b"", DEFAULT_LIMITS))
+
+
+def test_damaged_data_past_a_valid_header_is_an_audio_input_error(shared_audio: Path) -> None:
+    data = (shared_audio / "jfk.flac").read_bytes()
+    with pytest.raises(AudioInputError, match="cannot be decoded"):
+        list(plan_chunks(data[: len(data) // 2], DEFAULT_LIMITS))
 
 
 def test_limits_too_small_for_a_second_of_audio_are_refused(shared_audio: Path) -> None:
