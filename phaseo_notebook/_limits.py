@@ -169,6 +169,7 @@ _SECONDS_PATTERNS: Final = tuple(
         r"\s*(?:of\s+audio\s+)?(?:is|of|:|=)?\s*" + _NUMBER + _UNIT,
         r"(?:at most|up to|no longer than)\s+" + _NUMBER + _UNIT,
         r"limit\s+(?:of|is)\s+" + _NUMBER + _UNIT,
+        r"\b(?:maximum|max)\b\s*(?:is|of|:|=)?\s*" + _NUMBER + _UNIT,
     )
 )
 _BYTES_PATTERN: Final = re.compile(
@@ -404,6 +405,9 @@ class LimitBook:
     ) -> RefusalVerdict:
         """Count a refusal of ``model``, learn what it says, and decide on a re-chunk.
 
+        Only refusals of the audio's size or length count: a 413, or an answer that
+        names a limit. Any other error is returned with ``rechunk=False``, uncounted.
+
         Parameters
         ----------
         model : str
@@ -419,10 +423,14 @@ class LimitBook:
         learned = learn_from_refusal(status, body)
         if learned is None and status == 413 and sent_bytes is not None and sent_bytes > 1:
             learned = ModelLimits(max_bytes=sent_bytes - 1)
+        before = self.limits_for(model)
+        if learned is None and status != 413:
+            # Not a refusal of the audio's size or length (a bad file, a missing field):
+            # the row's own error, and no part of the model's refusal budget.
+            return RefusalVerdict(None, before, self.refusals(model), False)
         with self._lock:
             count = self._refusals.get(model, 0) + 1
             self._refusals[model] = count
-        before = self.limits_for(model)
         changed = learned is not None and self.learn(model, learned)
         after = self.limits_for(model)
         rechunk = changed and after != before and count <= self.max_refusals

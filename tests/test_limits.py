@@ -61,6 +61,7 @@ def test_model_limits_validate_and_tighten() -> None:
         "for this model",
         "Audio is too long: maximum duration: 1400s",
         "The audio file exceeds the limit of 1400 seconds.",
+        "File too long. Max 1400 seconds.",
     ],
 )
 def test_duration_refusals_are_read(description: str) -> None:
@@ -135,6 +136,9 @@ def test_a_model_pays_for_at_most_two_refusals() -> None:
 def test_a_refusal_that_teaches_nothing_new_is_the_rows_error() -> None:
     book = LimitBook()
     assert not book.record_refusal("m", 400, {"description": "bad audio"}).rechunk
+    assert book.refusals("m") == 0  # not a limit: no part of the budget
+    assert not book.record_refusal("m", 413, {"error": "payload_too_large"}).rechunk
+    assert book.refusals("m") == 1  # a 413 is about size even when it names no number
     book.record_refusal("n", 400, {"description": "longer than 60 seconds"})
     # The same limit again: planning under it already failed, so re-chunking would loop.
     assert not book.record_refusal("n", 400, {"description": "longer than 60 seconds"}).rechunk
