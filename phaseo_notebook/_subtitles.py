@@ -50,6 +50,9 @@ MAX_CUE_SECONDS: Final = 7.0
 _MAX_NAME_CHARS: Final = 120
 # Letters of any script are kept (\w); separators, controls and punctuation are not.
 _UNSAFE: Final = re.compile(r"[^\w.-]+")
+_RESERVED_NAMES: Final = frozenset(
+    {"CON", "PRN", "AUX", "NUL"} | {f"{p}{n}" for p in ("COM", "LPT") for n in range(1, 10)}
+)
 
 Segments = Sequence[Mapping[str, Any]]
 
@@ -167,10 +170,19 @@ def build_cues(segments: Segments, words: Segments | None = None) -> list[Cue]:
     return fixed
 
 
+def _payload(lines: tuple[str, ...], *, vtt: bool) -> str:
+    # "-->" in a cue's text would read as a timing line; WebVTT text is HTML-like markup.
+    text = "\n".join(line.replace("-->", "->") for line in lines)
+    if vtt:
+        text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text
+
+
 def to_srt(segments: Segments, words: Segments | None = None) -> str:
     """SubRip text for ``segments`` (numbered cues, ``,`` before milliseconds)."""
     blocks = [
-        f"{n}\n{format_timestamp(c.start)} --> {format_timestamp(c.end)}\n" + "\n".join(c.lines)
+        f"{n}\n{format_timestamp(c.start)} --> {format_timestamp(c.end)}\n"
+        + _payload(c.lines, vtt=False)
         for n, c in enumerate(build_cues(segments, words), start=1)
     ]
     return "\n\n".join(blocks) + ("\n" if blocks else "")
@@ -189,7 +201,7 @@ def to_vtt(segments: Segments, words: Segments | None = None) -> str:
     """
     blocks = [
         f"{format_timestamp(c.start, fmt='vtt')} --> {format_timestamp(c.end, fmt='vtt')}\n"
-        + "\n".join(c.lines)
+        + _payload(c.lines, vtt=True)
         for c in build_cues(segments, words)
     ]
     return "WEBVTT\n\n" + "\n\n".join(blocks) + ("\n" if blocks else "")
@@ -243,6 +255,8 @@ def _stem(audio: Any) -> str:
         name = raw.replace("\\", "/").rstrip("/").rpartition("/")[2]
         stem = name.rpartition(".")[0] if "." in name.strip(".") else name
         safe = _UNSAFE.sub("_", stem).strip("._-")[:_MAX_NAME_CHARS]
+        if safe.upper() in _RESERVED_NAMES:
+            safe = "_" + safe  # names Windows refuses, whatever the suffix
         if safe:
             return safe
     return "audio"

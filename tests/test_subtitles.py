@@ -64,6 +64,12 @@ def test_srt_layout() -> None:
     )
 
 
+def test_cue_text_cannot_break_the_format() -> None:
+    segments = [{"start": 0.0, "end": 1.0, "text": "a --> b <i>&</i>"}]
+    assert to_vtt(segments).endswith("\na -&gt; b &lt;i&gt;&amp;&lt;/i&gt;\n")
+    assert to_srt(segments).endswith("\na -> b <i>&</i>\n")
+
+
 def test_vtt_layout() -> None:
     segments = [{"start": 0.5, "end": 2.0, "text": "Hello there."}]
     assert to_vtt(segments) == "WEBVTT\n\n00:00:00.500 --> 00:00:02.000\nHello there.\n"
@@ -143,6 +149,7 @@ def test_file_names_are_safe_and_distinct() -> None:
             None,
             "...",
             "x" * 300 + ".wav",
+            "rec/CON.wav",
         ],
         ".srt",
     )
@@ -150,6 +157,7 @@ def test_file_names_are_safe_and_distinct() -> None:
     assert names[4] == "passwd.srt"
     assert names[5:8] == ["audio.srt", "audio-2.srt", "audio-3.srt"]
     assert len(names[8]) <= 130
+    assert names[9] == "_CON.srt"
     assert len({n.lower() for n in names}) == len(names)
     assert all(re.fullmatch(r"[\w.-]+", n) and not n.startswith(".") for n in names)
 
