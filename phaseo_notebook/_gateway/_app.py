@@ -57,6 +57,7 @@ __all__ = [
     "MODES",
     "NON_JSON_REPLY",
     "AudioFetchError",
+    "AudioLimits",
     "DownloadBuffer",
     "GatewayCore",
     "GatewayError",
@@ -358,6 +359,76 @@ class TranscriptionJob:
         return sha256(self.audio).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class AudioLimits:
+    """Per-file limits a gateway enforces, as live and its providers do.
+
+    Parameters
+    ----------
+    max_bytes : int or None
+        Audio larger than this is a 413 ``payload_too_large`` with ``max_bytes``. It can
+        only lower the per-file cap (``MAX_AUDIO_BYTES``).
+    max_seconds : float or None
+        Audio longer than this (by its header) is a 400 saying so, worded as OpenAI
+        words it for gpt-4o-transcribe.
+    per_model : Mapping of str to (int or None, float or None)
+        ``{model: (max_bytes, max_seconds)}``, replacing both defaults for that model.
+
+    Examples
+    --------
+    >>> AudioLimits(max_seconds=1400, per_model={"m": (1000, None)}).for_model("m")
+    (1000, None)
+    """
+
+    max_bytes: int | None = None
+    max_seconds: float | None = None
+    per_model: Mapping[str, tuple[int | None, float | None]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for max_bytes, max_seconds in [
+            (self.max_bytes, self.max_seconds),
+            *self.per_model.values(),
+        ]:
+            if max_bytes is not None and not 0 < max_bytes <= MAX_AUDIO_BYTES:
+                raise ValueError(f"max_bytes must be in 1..{MAX_AUDIO_BYTES}, not {max_bytes!r}")
+            if max_seconds is not None and not max_seconds > 0:
+                raise ValueError(f"max_seconds must be positive, not {max_seconds!r}")
+
+    def for_model(self, model: str) -> tuple[int | None, float | None]:
+        """``(max_bytes, max_seconds)`` for ``model``."""
+        return self.per_model.get(model, (self.max_bytes, self.max_seconds))
+
+    def check(self, model: str, audio: bytes) -> None:
+        """Refuse ``audio`` for ``model`` if it is over a limit.
+
+        Raises
+        ------
+        GatewayError
+            413 with ``max_bytes``, or 400 "audio duration ... is longer than N seconds".
+        """
+        max_bytes, max_seconds = self.for_model(model)
+        if max_bytes is not None and len(audio) > max_bytes:
+            raise payload_too_large(max_bytes, "audio")
+        if max_seconds is None:
+            return
+        # A header read, not a decode: cheap at admission. Audio whose header cannot be
+        # read is left to the engine's decoder, which refuses it with its own 400.
+        from phaseo_notebook._chunking import probe
+        from phaseo_notebook._exceptions import AudioInputError
+        from phaseo_notebook._extras import MissingExtraError
+
+        try:
+            seconds = probe(audio).seconds
+        except (AudioInputError, MissingExtraError):
+            return
+        if seconds is not None and seconds > max_seconds:
+            raise _validation(
+                f"audio duration {seconds:g} seconds is longer than {max_seconds:g} seconds "
+                "which is the maximum for this model",
+                "file",
+            )
+
+
 def build_models(models: Mapping[str, str] | Iterable[str] | None, engine: str) -> dict[str, str]:
     """The model -> engine map of a gateway: :data:`DEFAULT_MODELS` plus ``models``.
 
@@ -419,6 +490,8 @@ class GatewayCore:
         Model name -> engine name (default :data:`DEFAULT_MODELS`).
     price_per_minute : float, Mapping of str to float, or None
         What answers cost (see :mod:`~phaseo_notebook._gateway._charges`); None: free.
+    limits : AudioLimits or None
+        Per-file limits beyond the 25 MB cap, checked before the engine runs.
 
     Examples
     --------
@@ -435,12 +508,14 @@ class GatewayCore:
         api_key: str | None = None,
         models: Mapping[str, str] | None = None,
         price_per_minute: PriceSetting = None,
+        limits: AudioLimits | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
         if api_key is not None and not api_key:
             raise ValueError("api_key must be a non-empty string, or None for no auth")
         self.mode: Mode = mode
+        self.limits = limits
         self.models: dict[str, str] = dict(DEFAULT_MODELS if models is None else models)
         self._api_key = api_key.encode("utf-8") if api_key is not None else None
         self._allowed = _CONTRACT_FIELDS if mode == "strict" else _LIVE_FIELDS
@@ -734,6 +809,8 @@ class GatewayCore:
             if audio is None:
                 assert job.audio_url is not None
                 audio = _check_audio(await fetch(job.audio_url))
+            if self.limits is not None:
+                self.limits.check(job.model, audio)
             result = await engines(job.engine).atranscribe(audio, language=job.language)
         except reraise:
             raise
@@ -756,6 +833,8 @@ class GatewayCore:
             if audio is None:
                 assert job.audio_url is not None
                 audio = _check_audio(fetch(job.audio_url))
+            if self.limits is not None:
+                self.limits.check(job.model, audio)
             result = engines(job.engine).transcribe(audio, language=job.language)
         except reraise:
             raise

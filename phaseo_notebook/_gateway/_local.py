@@ -29,7 +29,7 @@ from urllib.parse import quote
 
 import httpx
 
-from phaseo_notebook._gateway._app import MODES, GatewayCore, Mode, build_models
+from phaseo_notebook._gateway._app import MODES, AudioLimits, GatewayCore, Mode, build_models
 from phaseo_notebook._gateway._charges import ANY_MODEL, PriceSetting, build_prices
 from phaseo_notebook._gateway._faults import Faults
 from phaseo_notebook._gateway._server import (
@@ -83,12 +83,14 @@ def _make_server(
     files_dir: str | os.PathLike[str] | None,
     workers: int | None,
     price_per_minute: PriceSetting = None,
+    limits: AudioLimits | None = None,
 ) -> GatewayServer:
     core = GatewayCore(
         mode=mode,
         api_key=api_key,
         models=build_models(models, engine),
         price_per_minute=price_per_minute,
+        limits=limits,
     )
     engines = EngineSet(workers)
     # Creating the main engine now makes a missing optional dependency fail at start,
@@ -114,6 +116,7 @@ async def serve_forever(
     allow_remote: bool = False,
     on_ready: Callable[[str], None] | None = None,
     price_per_minute: PriceSetting = None,
+    limits: AudioLimits | None = None,
 ) -> None:
     """Serve a gateway until SIGINT or SIGTERM (what ``phaseo-notebook serve`` runs).
 
@@ -137,6 +140,7 @@ async def serve_forever(
         files_dir=files_dir,
         workers=workers,
         price_per_minute=price_per_minute,
+        limits=limits,
     )
     bound = await server.start(host, port)
     stop = asyncio.Event()
@@ -202,6 +206,14 @@ class LocalGateway:
         every model, or per model (key ``"*"``: the rest). Answers report it as
         ``cost_nanos``/``currency`` and ``GET /v1/models`` lists it as ``pricing``.
         ``None`` (default): every answer costs 0.
+    max_audio_bytes : int or None
+        Refuse audio larger than this with a 413 ``payload_too_large`` carrying
+        ``max_bytes``, as live does (lowers the 25 MB cap; thread mode only).
+    max_audio_seconds : float or None
+        Refuse audio longer than this with a 400 whose description says it is longer
+        than the maximum, as gpt-4o-transcribe does (thread mode only).
+    limits : Mapping of str to (int or None, float or None), or None
+        ``{model: (max_bytes, max_seconds)}``: per-model limits replacing the two above.
 
     Examples
     --------
@@ -228,6 +240,9 @@ class LocalGateway:
         process: bool = False,
         allow_remote: bool = False,
         price_per_minute: PriceSetting = None,
+        max_audio_bytes: int | None = None,
+        max_audio_seconds: float | None = None,
+        limits: Mapping[str, tuple[int | None, float | None]] | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
@@ -248,6 +263,7 @@ class LocalGateway:
         self._files_dir = Path(files_dir) if files_dir is not None else None
         self._workers = workers
         self._allow_remote = allow_remote
+        self._limits = _audio_limits(max_audio_bytes, max_audio_seconds, limits, process=process)
         self._port: int | None = None
         # Thread mode.
         self._server: GatewayServer | None = None
@@ -395,6 +411,7 @@ class LocalGateway:
             files_dir=self._files_dir,
             workers=self._workers,
             price_per_minute=self._prices,
+            limits=self._limits,
         )
         loop = asyncio.new_event_loop()
         ready = threading.Event()
@@ -554,6 +571,21 @@ class LocalGateway:
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
+
+
+def _audio_limits(
+    max_bytes: int | None,
+    max_seconds: float | None,
+    per_model: Mapping[str, tuple[int | None, float | None]] | None,
+    *,
+    process: bool,
+) -> AudioLimits | None:
+    if max_bytes is None and max_seconds is None and not per_model:
+        return None
+    if process:
+        # `serve` has no flags for them yet: refusing beats silently serving without limits.
+        raise ValueError("audio limits are not supported with process=True")
+    return AudioLimits(max_bytes, max_seconds, dict(per_model or {}))
 
 
 def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
