@@ -7,8 +7,10 @@ custom messages the page sends.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -143,7 +145,7 @@ def test_upload_run_that_fails_as_a_whole_is_shown_and_the_button_comes_back(
 def test_upload_without_files_starts_nothing() -> None:
     w = pn.widgets.upload(model="local/fake", cache=False)
     w.transcribe_button.click()
-    assert not w.running and w._thread is None
+    assert not w.running and w._run_handle is None
     assert "Choose audio files first" in w.status.value
 
 
@@ -236,7 +238,15 @@ def test_review_decisions_fill_reviewed_text_and_status(frame: pd.DataFrame) -> 
     assert out.index.tolist() == ["a", "b", "c", "d"]
     assert out["text"].tolist() == frame["text"].tolist()  # the input is left alone
     assert "review_status" not in frame.columns
-    assert (rv.progress.value, rv.progress.description) == (4, "4/4")
+    # A skipped row is seen, not decided: it does not count, and the review is not complete.
+    assert (rv.progress.value, rv.progress.description) == (3, "3/4")
+    assert rv.reviewed == 3 and rv.skipped == 1 and not rv.complete
+    assert "3 of 4 decided, 1 skipped" in rv.counter.value
+    assert "All 4 rows decided" not in rv.counter.value
+    rv.position = 3
+    rv.accept_button.click()
+    assert rv.complete and (rv.progress.value, rv.progress.bar_style) == (4, "success")
+    assert "All 4 rows decided" in rv.counter.value
 
 
 def test_review_navigation_and_shortcut_messages(frame: pd.DataFrame) -> None:
@@ -316,24 +326,24 @@ def test_review_saves_each_decision_at_once_and_resumes(
     rv.editor.value = "bravo two"
     rv.accept_button.click()
     saved = pd.read_parquet(save_to).sort_values("seq")
+    sha = [hashlib.sha256(b).hexdigest() for b in frame["audio"]]
     assert saved[["row_key", "review_status", "text", "original"]].values.tolist() == [
-        ["'a'", "accepted", "alpha", "alpha"],
-        ["'b'", "corrected", "bravo two", "bravo"],
+        [f"audio:{sha[0]}", "accepted", "alpha", "alpha"],
+        [f"audio:{sha[1]}", "corrected", "bravo two", "bravo"],
     ]
 
-    # A new session on the same log, with the rows in another order: matched by index label.
-    again = pn.widgets.review(frame.iloc[::-1], audio_col="audio", save_to=save_to)
-    assert again.df.loc[["a", "b", "c", "d"], "review_status"].tolist() == [
-        "accepted",
-        "corrected",
-        "none",
-        "none",
-    ]
-    assert again.df.loc["b", "text_reviewed"] == "bravo two"
-    # It resumes at the first unreviewed row after the last decision: "b" is at position 2
-    # here and "a" after it is done, so it wraps to "d" at position 0.
-    assert again.position == 0 and again.editor.value == "delta"
-    again.position = 2
+    # A new session, the rows in another order under a fresh 0..n-1 index (as a re-upload
+    # gives): each decision lands on its own recording.
+    shuffled = frame.iloc[[3, 1, 0, 2]].reset_index(drop=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the log fits this frame: no warning
+        again = pn.widgets.review(shuffled, audio_col="audio", save_to=save_to)
+    assert again.df["review_status"].tolist() == ["none", "corrected", "accepted", "none"]
+    assert again.df["text_reviewed"].tolist() == [None, "bravo two", "alpha", None]
+    # It resumes at the first undecided row after the last decision: "b" is at position 1
+    # here, so "c" at position 3 (position 2 is done).
+    assert again.position == 3 and again.editor.value == ""
+    again.position = 1
     assert again.editor.value == "bravo two"  # the reviewed text, not the model's
     again.reject()
 
@@ -341,6 +351,64 @@ def test_review_saves_each_decision_at_once_and_resumes(
     assert third.df["review_status"].tolist() == ["accepted", "rejected", "none", "none"]
     assert third.position == 2
     assert len(pd.read_parquet(save_to)) == 3  # a log: earlier decisions are kept
+
+
+def test_review_resume_after_reordered_reupload_of_the_same_files(tmp_path: Path) -> None:
+    # The upload cell's frame: bytes, names, a fresh index each time.
+    clips = {"english.wav": make_wav(301), "jfk.flac": make_wav(302), "notes.wav": make_wav(303)}
+    texts = {"english.wav": "one two three", "jfk.flac": "ask not", "notes.wav": "notes"}
+
+    def uploaded(order: list[str]) -> pd.DataFrame:
+        return pd.DataFrame(
+            {"name": order, "audio": [clips[n] for n in order], "text": [texts[n] for n in order]}
+        )
+
+    save_to = tmp_path / "reviews"
+    rv = pn.widgets.review(uploaded(list(clips)), audio_col="audio", save_to=save_to)
+    rv.position = 1
+    rv.accept("and so my fellow americans ask not")
+    rv.position = 0
+    rv.accept()
+    again = pn.widgets.review(
+        uploaded(["notes.wav", "jfk.flac", "english.wav"]), audio_col="audio", save_to=save_to
+    )
+    final = again.df.set_index("name")
+    assert final.loc["jfk.flac", "text_reviewed"] == "and so my fellow americans ask not"
+    assert final.loc["english.wav", "text_reviewed"] == "one two three"
+    assert final.loc["notes.wav", "review_status"] == "none"
+    # Matching by index label puts decisions on whatever row now has that label: only on
+    # request, and with a warning when the model transcripts differ from those reviewed.
+    old = pn.widgets.review(
+        uploaded(list(clips)), audio_col="audio", save_to=tmp_path / "old", match_on="index"
+    )
+    old.accept()
+    with pytest.warns(UserWarning, match="different model transcript"):
+        pn.widgets.review(
+            uploaded(["notes.wav", "jfk.flac", "english.wav"]),
+            audio_col="audio",
+            save_to=tmp_path / "old",
+            match_on="index",
+        )
+
+
+def test_review_warns_when_the_saved_log_does_not_fit_the_frame(
+    frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    save_to = tmp_path / "log"
+    rv = pn.widgets.review(frame, audio_col="audio", save_to=save_to)
+    rv.accept()
+    rv.accept()
+    other = frame.assign(audio=[make_wav(400 + i) for i in range(4)])
+    with pytest.warns(UserWarning, match=r"2 of 2 saved review decision\(s\) .* match no row"):
+        rv2 = pn.widgets.review(other, audio_col="audio", save_to=save_to)
+    assert rv2.reviewed == 0 and "match no row" in rv2.status.value
+    # A log saved by index label names the way to read it.
+    by_index = tmp_path / "by-index"
+    pn.widgets.review(frame, audio_col="audio", save_to=by_index, match_on="index").accept()
+    with pytest.warns(UserWarning, match="match_on='index'"):
+        pn.widgets.review(frame, audio_col="audio", save_to=by_index)
+    with pytest.raises(ValueError, match="match_on must be"):
+        pn.widgets.review(frame, audio_col="audio", match_on="name")  # type: ignore[arg-type]
 
 
 def test_review_resume_lands_after_the_last_decision(frame: pd.DataFrame, tmp_path: Path) -> None:
@@ -407,7 +475,9 @@ def test_review_rejects_bad_arguments(frame: pd.DataFrame, tmp_path: Path) -> No
     with pytest.raises(TypeError, match="needs a pandas DataFrame"):
         pn.widgets.review(frame["audio"], audio_col="audio")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unique index"):
-        pn.widgets.review(pd.concat([frame, frame]), audio_col="audio", save_to=tmp_path / "x")
+        pn.widgets.review(
+            pd.concat([frame, frame]), audio_col="audio", save_to=tmp_path / "x", match_on="index"
+        )
     a_file = tmp_path / "reviews.parquet"
     pd.DataFrame({"x": [1]}).to_parquet(a_file)
     with pytest.raises(ValueError, match="is an existing file"):
