@@ -77,8 +77,9 @@ _REVIEW_CSS = """
 .phaseo-review .phaseo-diff ins { background: rgba(22, 163, 74, 0.22); text-decoration: none; }
 .phaseo-review .phaseo-editor { width: 100%; margin: 0; }
 .phaseo-review .phaseo-editor textarea { width: 100%; box-sizing: border-box; resize: vertical; }
-.phaseo-review .phaseo-buttons { display: flex; flex-wrap: wrap; gap: 6px; }
-.phaseo-review .phaseo-buttons .widget-button { flex: 0 0 auto; width: auto; min-width: 9.5em; margin: 0; white-space: nowrap; }
+.phaseo-review .phaseo-buttons { display: flex; flex-wrap: wrap; gap: 6px 16px; justify-content: space-between; }
+.phaseo-review .phaseo-group { display: flex; flex-wrap: wrap; gap: 6px; }
+.phaseo-review .phaseo-buttons .widget-button { flex: 0 0 auto; width: auto; min-width: 8.5em; margin: 0; white-space: nowrap; }
 .phaseo-review .phaseo-filters { flex-wrap: wrap; gap: 0 12px; }
 .phaseo-review .phaseo-top { flex-wrap: wrap; align-items: center; gap: 4px 12px; }
 .phaseo-review .phaseo-error { color: var(--jp-error-color1, #c00); }
@@ -327,15 +328,12 @@ class ReviewWidget(widgets.VBox):  # type: ignore[misc]
         )
         pair = widgets.Box([left, right])
         pair.add_class("phaseo-pair")
-        buttons = widgets.Box(
-            [
-                self.previous_button,
-                self.accept_button,
-                self.reject_button,
-                self.skip_button,
-                self.next_button,
-            ]
-        )
+        decide = widgets.Box([self.accept_button, self.reject_button, self.skip_button])
+        decide.add_class("phaseo-group")
+        move = widgets.Box([self.previous_button, self.next_button])
+        move.add_class("phaseo-group")
+        # Decisions and moves wrap as two groups: no button ends up alone on a line.
+        buttons = widgets.Box([decide, move])
         buttons.add_class("phaseo-buttons")
         self._card = widgets.VBox([self.source, self.player, pair, self.diff, buttons])
         self._card.add_class("phaseo-card")

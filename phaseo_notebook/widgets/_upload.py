@@ -404,11 +404,15 @@ _UPLOAD_CSS = """
 .phaseo-upload { max-width: 100%; box-sizing: border-box; }
 .phaseo-upload .phaseo-controls { flex-wrap: wrap; gap: 6px 10px; align-items: center; }
 .phaseo-upload .phaseo-controls > * { margin: 0; }
-.phaseo-upload .phaseo-drop .widget-upload { min-height: 56px; width: 260px; border: 2px dashed var(--jp-border-color1, #999); background: var(--jp-layout-color1, #fff); color: var(--jp-ui-font-color1, #222); }
+.phaseo-upload .phaseo-drop { width: 100%; }
+.phaseo-upload .phaseo-drop .widget-upload { height: 64px; width: 100%; max-width: 640px; margin: 0; border: 2px dashed var(--jp-border-color1, #999); background: var(--jp-layout-color1, #fff); color: var(--jp-ui-font-color1, #222); }
 .phaseo-upload .phaseo-drop .widget-upload:hover { border-color: var(--jp-brand-color1, #1976d2); }
 .phaseo-upload .widget-button { flex: 0 0 auto; min-width: 7.5em; }
 .phaseo-upload .phaseo-run-line { flex-wrap: wrap; align-items: center; gap: 4px 12px; }
 .phaseo-upload .phaseo-run-line .widget-html { flex: 1 1 240px; min-width: 0; }
+.phaseo-upload .widget-html-content { line-height: 1.4; height: auto; white-space: normal; overflow-wrap: anywhere; }
+.phaseo-upload .widget-html { height: auto; min-height: var(--jp-widgets-inline-height, 28px); display: flex; align-items: center; }
+.phaseo-upload .phaseo-actions { flex-wrap: nowrap; gap: 6px; }
 .phaseo-upload.phaseo-running .progress-bar { background-image: linear-gradient(45deg, rgba(255,255,255,.35) 25%, transparent 25%, transparent 50%, rgba(255,255,255,.35) 50%, rgba(255,255,255,.35) 75%, transparent 75%, transparent); background-size: 1.5em 1.5em; animation: phaseo-stripes 1s linear infinite; min-width: 1.5em; }
 @keyframes phaseo-stripes { from { background-position: 1.5em 0; } to { background-position: 0 0; } }
 .phaseo-upload .phaseo-results { grid-template-columns: minmax(120px, 1fr) minmax(160px, 280px) minmax(200px, 3fr); }
@@ -525,14 +529,11 @@ class UploadWidget(widgets.VBox):  # type: ignore[misc]
         self.model_picker.observe(self._on_model, names="value")
         drop = widgets.Box([self.file_upload])
         drop.add_class("phaseo-drop")
+        # Transcribe and Cancel wrap together, so Cancel never lands alone on a line.
+        actions = widgets.HBox([self.transcribe_button, self.cancel_button])
+        actions.add_class("phaseo-actions")
         controls = widgets.HBox(
-            [
-                drop,
-                self.model_picker,
-                self.language_picker,
-                self.transcribe_button,
-                self.cancel_button,
-            ],
+            [self.model_picker, self.language_picker, actions],
             layout=widgets.Layout(width="100%"),
         )
         controls.add_class("phaseo-controls")
@@ -541,8 +542,9 @@ class UploadWidget(widgets.VBox):  # type: ignore[misc]
         super().__init__(
             children=[
                 widgets.HTML(_UPLOAD_CSS, layout=widgets.Layout(display="none")),
-                controls,
+                drop,
                 self.chosen,
+                controls,
                 run_line,
                 self.notice,
                 self.results,
@@ -607,7 +609,7 @@ class UploadWidget(widgets.VBox):  # type: ignore[misc]
             count = f"{len(files)} file{'s' * (len(files) != 1)} chosen"
             self.chosen.value = f"{count}: {items}"
             if not self.running:
-                self._say(f"{count}; press Transcribe.")
+                self._say("Press Transcribe to start.")
         else:
             self.chosen.value = '<span class="phaseo-muted">No files chosen yet.</span>'
 
