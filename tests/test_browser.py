@@ -197,10 +197,14 @@ def _choose_files(page: Any, cell: Any, paths: list[Path]) -> None:
 
 
 def _screenshot(locator: Any, name: str) -> None:
-    # JupyterLab's "get notified about news" toast would sit on top of the cell.
+    from playwright.sync_api import Error as PlaywrightError
+
+    # JupyterLab's "get notified about news" toast would sit on top of the cell; it may be
+    # sliding in or out, so a click that does not land is fine.
     news = locator.page.locator(".Toastify").get_by_role("button", name="No")
-    if news.count() and news.first.is_visible():
-        news.first.click()
+    if news.count():
+        with contextlib.suppress(PlaywrightError):
+            news.first.click(timeout=2000)
     locator.screenshot(path=str(ARTIFACTS / name))
 
 

@@ -762,6 +762,20 @@ def test_upload_cancel_stops_the_run_and_keeps_finished_rows_in_the_cache(
     assert sent < len(files)  # the cancelled run did not go on sending in the background
 
 
+def test_upload_cancel_with_the_cache_off_says_nothing_is_kept() -> None:
+    files = {f"{i:02}.wav": make_wav(650 + i) for i in range(40)}
+    with pn.LocalGateway(engine="fake", faults=pn.Faults(latency=0.5)) as gw:
+        with pn.Client(**gw.client_kwargs()) as client:
+            w = pn.widgets.upload(model="local/fake", client=client, cache=False)
+            w.file_upload.value = upload_value(files)
+            assert w.transcribe()
+            time.sleep(0.2)
+            assert w.cancel()
+            assert w.wait(WAIT) and w.cancelled
+    assert "the cache is off" in w.status.value and "kept in the cache" not in w.status.value
+    assert w.cancel() is False  # nothing left to cancel
+
+
 def test_upload_interrupt_while_waiting_cancels_the_run(tmp_path: Path) -> None:
     files = {f"{i:02}.wav": make_wav(700 + i) for i in range(40)}
     with pn.LocalGateway(engine="fake", faults=pn.Faults(latency=0.5)) as gw:

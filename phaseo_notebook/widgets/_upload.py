@@ -255,6 +255,8 @@ def _offline(model: str | None, client: Client | AsyncClient | None) -> bool:
 
 def _gateway_catalog(client: Client | AsyncClient | None) -> list[str]:
     """Model names from the gateway's ``GET /models``; empty when offline or unreachable."""
+    if client is not None and client._has_transport:
+        return []  # a custom transport (a test double): no real gateway to ask
     config = client._config if client is not None else B.resolve_config(None, None)
     if config.embedded:
         return []
@@ -798,11 +800,14 @@ class UploadWidget(widgets.VBox):  # type: ignore[misc]
                 self.cancelled = True
                 self.progress.bar_style = "warning"
                 done = self._done_rows
-                self._say(
-                    f"Cancelled after {elapsed:.1f} s: {done} of {len(files)} finished and are"
-                    " kept in the cache; press Transcribe to finish the rest (finished files"
-                    " come from the cache)."
-                )
+                if self._cache is not None:
+                    kept = (
+                        " and are kept in the cache; press Transcribe to finish the rest"
+                        " (finished files come from the cache)."
+                    )
+                else:
+                    kept = "; the cache is off (cache=False), so they are not kept."
+                self._say(f"Cancelled after {elapsed:.1f} s: {done} of {len(files)} finished{kept}")
                 return
             if run.error is not None or run.result is None:
                 err = run.error or RuntimeError("the run ended without a result")
