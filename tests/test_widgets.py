@@ -527,6 +527,8 @@ def test_review_keeps_an_undecided_edit_as_a_draft_until_the_row_is_decided(
     frame: pd.DataFrame,
 ) -> None:
     rv = pn.widgets.review(frame, audio_col="audio")
+    # The changes line is there before any edit, so the buttons below it do not move.
+    assert "Changes:" in rv.diff.value and ">none<" in rv.diff.value
     send = rv.shortcuts._handle_custom_msg
     # Typed " four", then Alt+N and Alt+P: the page sends its text with each shortcut.
     send({"action": "next", "text": "alpha four"}, [])
@@ -827,3 +829,45 @@ def test_upload_plays_aiff_converted_to_wav(shared_audio: Path) -> None:
     assert isinstance(player, widgets.Audio)
     assert player.format == "wav" and bytes(player.value)[:4] == b"RIFF"
     assert w.df["audio"].tolist() == [aiff]  # the data keeps the original bytes
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_kernel_interrupt_button_cancels_a_run_started_by_the_cell(tmp_path: Path) -> None:
+    # A real ipykernel, idle while the run goes on (as after a click on Transcribe), then
+    # interrupted the way JupyterLab's stop button does it.
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path))
+    try:
+
+        def run(code: str) -> str:
+            reply = kc.execute_interactive(code, timeout=60, output_hook=lambda _msg: None)
+            assert reply["content"]["status"] == "ok", reply["content"]
+            return code
+
+        run(
+            f"import sys; sys.path.insert(0, {str(Path(__file__).parents[1])!r})\n"
+            "import phaseo_notebook as pn\n"
+            "from tests.conftest import make_wav\n"
+            "from tests.test_widgets import upload_value\n"
+            "gw = pn.LocalGateway(engine='fake', faults=pn.Faults(latency=0.5)).start()\n"
+            "client = pn.Client(**gw.client_kwargs())\n"
+            f"w = pn.widgets.upload(model='local/fake', client=client, cache={str(tmp_path / 'c')!r})\n"
+            "w.file_upload.value = upload_value({f'{i}.wav': make_wav(900 + i) for i in range(60)})\n"
+            "assert w.transcribe()"
+        )
+        time.sleep(1.0)  # the kernel is idle; the run is in progress
+        km.interrupt_kernel()
+        reply = kc.execute_interactive(
+            "assert w.wait(30), 'still running'\n"
+            "assert w.cancelled, w.status.value\n"
+            "assert gw.stats().requests < 60\n"
+            "client.close(); gw.close()",
+            timeout=60,
+            output_hook=lambda _msg: None,
+        )
+        assert reply["content"]["status"] == "ok", reply["content"]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

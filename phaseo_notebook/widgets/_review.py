@@ -682,13 +682,16 @@ class ReviewWidget(widgets.VBox):  # type: ignore[misc]
         self._show_diff(i, self.editor.value)
 
     def _show_diff(self, i: int, text: str) -> None:
+        # The line is always there, so the buttons below do not move on the first edit.
         original = self._original[i] or ""
-        if text == original or not text.strip():
-            self.diff.value = ""
-            return
+        if text == original:
+            changes = '<span class="phaseo-muted">none</span>'
+        elif not text.strip():
+            changes = '<span class="phaseo-muted">the transcript is empty</span>'
+        else:
+            changes = word_diff(original, text)
         self.diff.value = (
-            '<div class="phaseo-diff"><span class="phaseo-label">Changes: </span>'
-            f"{word_diff(original, text)}</div>"
+            f'<div class="phaseo-diff"><span class="phaseo-label">Changes: </span>{changes}</div>'
         )
 
     def _render(self) -> None:
