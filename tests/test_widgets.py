@@ -404,8 +404,11 @@ def test_review_warns_when_the_saved_log_does_not_fit_the_frame(
     rv.accept()
     rv.accept()
     other = frame.assign(audio=[make_wav(400 + i) for i in range(4)])
-    with pytest.warns(UserWarning, match=r"2 of 2 saved review decision\(s\) .* match no row"):
+    with pytest.warns(
+        UserWarning, match=r"2 of 2 saved review decision\(s\) .* match no row"
+    ) as caught:
         rv2 = pn.widgets.review(other, audio_col="audio", save_to=save_to)
+    assert caught[0].filename == __file__  # points at the caller's line
     assert rv2.reviewed == 0 and "match no row" in rv2.status.value
     # A log saved by index label names the way to read it.
     by_index = tmp_path / "by-index"
@@ -729,7 +732,9 @@ def test_upload_clears_the_grid_when_a_run_starts_and_shows_time_left(tmp_path: 
             assert w.transcribe()
             assert w.running and w.results.children == () and len(w.df) == 0
             assert w.progress.bar_style == "info" and "phaseo-running" in w._dom_classes
+            assert w.file_upload.disabled  # no new choice while this run's results are due
             assert w.wait(WAIT)
+            assert not w.file_upload.disabled
     assert "estimating time left" in statuses[0] and "0 done" in statuses[0]
     assert "phaseo-running" not in w._dom_classes and len(w.df) == 3
 

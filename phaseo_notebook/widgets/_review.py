@@ -378,7 +378,7 @@ class ReviewWidget(widgets.VBox):  # type: ignore[misc]
                 f" no row of this DataFrame (matching on {self.match_on}); they are kept in"
                 f" the log but not shown.{hint}",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
         if changed:
             warnings.warn(
@@ -387,7 +387,7 @@ class ReviewWidget(widgets.VBox):  # type: ignore[misc]
                 f" {self.match_on}); check those rows"
                 + (" or match on the audio (match_on='audio')" if self.match_on == "index" else ""),
                 UserWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
 
     def _start_position(self, last_decided: int | None) -> None:

@@ -467,6 +467,10 @@ class UploadWidget(widgets.VBox):  # type: ignore[misc]
         self._ticker: threading.Thread | None = None
         self._started = 0.0
         self._done_rows = 0
+        self._total = 0
+        # Guards the status line between the ticker, the engine's thread and the run's end.
+        self._status_lock = threading.Lock()
+        self._ticking = False
         self.error: BaseException | None = None
         self.cancelled = False
         self.last_result: BatchResult | None = None
@@ -678,7 +682,7 @@ class UploadWidget(widgets.VBox):  # type: ignore[misc]
             model = self.model_picker.value.strip() or None
             try:
                 language = check_language(
-                    self.language_picker.value, model or C.LOCAL_DEFAULT_MODEL
+                    self.language_picker.value, model or _default_model(None, self._client)
                 )
             except ValueError as err:
                 self._say(f"Not started: {err}", error=True)
@@ -689,7 +693,10 @@ class UploadWidget(widgets.VBox):  # type: ignore[misc]
             self._clear_results()
             self._show_notice(model or "")
             self.transcribe_button.disabled = True
+            # New files chosen mid-run would make this run's results look like theirs.
+            self.file_upload.disabled = True
             self.cancel_button.disabled = False
+            self._ticking = True
             self.progress.max = len(files)
             self.progress.value = 0
             self.progress.description = f"0/{len(files)}"
@@ -741,7 +748,9 @@ class UploadWidget(widgets.VBox):  # type: ignore[misc]
         if run is None or not run.running:
             return False
         self.cancel_button.disabled = True
-        self._say("Cancelling: stopping requests in flight, keeping what finished...")
+        with self._status_lock:
+            self._ticking = False
+            self._say("Cancelling: stopping requests in flight, keeping what finished...")
         run.cancel()
         return True
 
@@ -772,19 +781,23 @@ class UploadWidget(widgets.VBox):  # type: ignore[misc]
         self._tick()
 
     def _tick(self) -> None:
-        done, total = self._done_rows, getattr(self, "_total", 0)
+        done, total = self._done_rows, self._total
         elapsed = time.monotonic() - self._started
-        self.progress.description = f"{done}/{total}"
         if done and total > done:
             eta = f"about {elapsed / done * (total - done):.0f} s left"
         elif total > done:
             eta = "estimating time left"
         else:
             eta = "finishing"
-        self._say(
-            f"Transcribing {total} file{'s' * (total != 1)}: {done} done, {elapsed:.0f} s"
-            f" elapsed, {eta}."
-        )
+        # Under the lock: a tick from another thread must not overwrite the final message.
+        with self._status_lock:
+            if not self._ticking:
+                return
+            self.progress.description = f"{done}/{total}"
+            self._say(
+                f"Transcribing {total} file{'s' * (total != 1)}: {done} done, {elapsed:.0f} s"
+                f" elapsed, {eta}."
+            )
 
     def _tick_until_done(self, run: BatchRun) -> None:
         while not run.wait(1.0):
@@ -794,6 +807,8 @@ class UploadWidget(widgets.VBox):  # type: ignore[misc]
         with _RUNS_LOCK:
             _ACTIVE_RUNS.discard(run)
         elapsed = time.monotonic() - self._started
+        with self._status_lock:
+            self._ticking = False
         self.remove_class("phaseo-running")
         try:
             if run.cancelled:
@@ -840,6 +855,7 @@ class UploadWidget(widgets.VBox):  # type: ignore[misc]
             )
         finally:
             self.transcribe_button.disabled = False
+            self.file_upload.disabled = False
             self.cancel_button.disabled = True
 
     def _render(self) -> None:
