@@ -240,7 +240,7 @@ _OVERFLOWS = """
 @pytest.mark.timeout(420)
 def test_upload_and_review_cells_in_jupyterlab(tmp_path: Path, shared_audio: Path) -> None:
     _require_tools()
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     root, home = tmp_path / "root", tmp_path / "home"
     root.mkdir()
@@ -306,6 +306,9 @@ def test_upload_and_review_cells_in_jupyterlab(tmp_path: Path, shared_audio: Pat
             review_cell.get_by_text("Row 1 of 2").wait_for(timeout=10_000)
             page.keyboard.press("Alt+KeyN")
             review_cell.get_by_text("Row 2 of 2").wait_for(timeout=10_000)
+            # As a reader does: accept once the row's transcript is in the box (a key
+            # pressed before the box caught up is refused, never applied to the wrong row).
+            expect(box).not_to_have_value(CORRECTED, timeout=10_000)
             page.keyboard.press("Alt+KeyA")
             review_cell.get_by_text("All 2 rows decided").wait_for(timeout=10_000)
             _screenshot(review_cell, "review-cell.png")
@@ -325,13 +328,18 @@ def test_upload_and_review_cells_in_jupyterlab(tmp_path: Path, shared_audio: Pat
             head = review_cell.locator(".phaseo-head")
             review_cell.get_by_text("Row 1 of 2").wait_for(timeout=10_000)
             assert "jfk.flac" in head.inner_text() and "accepted" in head.inner_text()
-            assert box.input_value() not in ("", CORRECTED)
+            expect(box).not_to_have_value(CORRECTED, timeout=10_000)
+            assert box.input_value() != ""
             review_cell.locator(".jp-InputPrompt").click()
             page.wait_for_timeout(300)
             page.keyboard.press("Alt+KeyN")
             review_cell.get_by_text("Row 2 of 2").wait_for(timeout=10_000)
+            expect(box).to_have_value(CORRECTED, timeout=10_000)
             assert "english.wav" in head.inner_text() and "corrected" in head.inner_text()
-            assert box.input_value() == CORRECTED
+            # A click on plain text of the card (the file name), then a shortcut.
+            review_cell.locator(".phaseo-name").click()
+            page.keyboard.press("Alt+KeyP")
+            review_cell.get_by_text("Row 1 of 2").wait_for(timeout=10_000)
 
             # 1000 px wide with the file browser open: nothing cut off or sticking out.
             page.set_viewport_size({"width": 1000, "height": 1000})

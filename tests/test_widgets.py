@@ -558,6 +558,24 @@ def test_review_keeps_an_undecided_edit_as_a_draft_until_the_row_is_decided(
     assert rv.drafts == {}
 
 
+def test_review_refuses_a_key_pressed_before_the_page_showed_the_row(
+    frame: pd.DataFrame,
+) -> None:
+    rv = pn.widgets.review(frame, audio_col="audio")
+    send = rv.shortcuts._handle_custom_msg
+    shown = rv.shortcuts.context
+    send({"action": "accept", "text": "alpha", "context": shown}, [])
+    assert rv.position == 1 and rv.shortcuts.context != shown
+    # Alt+A again at once: the page still had row "a"'s text in the box when it was pressed.
+    send({"action": "accept", "text": "alpha", "context": shown}, [])
+    assert rv.df["review_status"].tolist() == ["accepted", "none", "none", "none"]
+    assert "the row changed" in rv.status.value and "Alt+A" in rv.status.value
+    send({"action": "next", "text": "alpha", "context": shown}, [])  # no bogus draft either
+    assert rv.position == 1 and rv.drafts == {}
+    send({"action": "accept", "text": "bravo", "context": rv.shortcuts.context}, [])
+    assert rv.df["review_status"].tolist()[:2] == ["accepted", "accepted"]
+
+
 def test_review_refuses_to_accept_a_failed_row_without_a_transcript(frame: pd.DataFrame) -> None:
     rv = pn.widgets.review(frame, audio_col="audio")
     rv.position = 2  # "c" failed: no transcript

@@ -314,7 +314,10 @@ class ReviewWidget(widgets.VBox):  # type: ignore[misc]
         hint = "Shortcuts while this cell is selected: " + ", ".join(
             f"{label} {action}" for action, label in _LABELS.items()
         )
-        self.shortcuts = make_shortcuts(self._scope, SHORTCUTS, hint, self._run_action)
+        self.shortcuts = make_shortcuts(
+            self._scope, SHORTCUTS, hint, self._run_action, on_stale=self._on_stale_key
+        )
+        self._renders = 0
 
         self._top = widgets.HBox([self.counter, self.progress])
         self._top.add_class("phaseo-top")
@@ -635,6 +638,19 @@ class ReviewWidget(widgets.VBox):  # type: ignore[misc]
         except (OSError, ValueError) as err:
             self._say(f"Not done: {err}", error=True)
 
+    def _on_stale_key(self, action: str) -> None:
+        self._say(
+            f"Not done: the row changed as {_LABELS.get(action, action)} was pressed; press it"
+            " again on the row now shown.",
+            error=True,
+        )
+
+    def _new_context(self) -> None:
+        # After the text box is set: the page applies updates in order, so a key sent with
+        # this context was pressed with this row's text in the box.
+        self._renders += 1
+        self.shortcuts.context = f"{self.position}:{self._renders}"
+
     def _keep_draft(self) -> None:
         row = self._shown_row
         if row is None:
@@ -721,15 +737,15 @@ class ReviewWidget(widgets.VBox):  # type: ignore[misc]
             tally = f'<span class="phaseo-badge phaseo-badge-done">All {n} rows decided</span>'
         if not shown:
             self._shown_row = None
-            self.counter.value = f"No row to show{in_view}. {tally}."
             self.source.value = ""
             self.original.value = ""
             self.diff.value = ""
             self.player.layout.display = "none"
             self.editor.value = ""
+            self._new_context()
+            self.counter.value = f"No row to show{in_view}. {tally}."
             return
         i = int(self.position)
-        self.counter.value = f"<b>Row {i + 1} of {n}</b> · {tally}{in_view}"
         label, badge_class = _BADGES.get(self._status[i], (self._status[i], "phaseo-badge-none"))
         head = [
             f'<span class="phaseo-name">{html.escape(self._labels[i])}</span>',
@@ -764,8 +780,11 @@ class ReviewWidget(widgets.VBox):  # type: ignore[misc]
         self._shown_row = None  # the assignment below is not an edit
         self.editor.value = text
         self._shown_row, self._shown_text = i, baseline
+        self._new_context()
         self._show_diff(i, text)
         self.status.value = ""
+        # Last: once the page shows "Row i", the row's text and context are there too.
+        self.counter.value = f"<b>Row {i + 1} of {n}</b> · {tally}{in_view}"
 
     def _load_audio(self, i: int) -> str | None:
         """Put row ``i``'s audio in the player; returns why it cannot play, or None."""

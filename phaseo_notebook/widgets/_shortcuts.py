@@ -11,8 +11,10 @@ Chromium's ``<audio controls>`` swallows every key once it has focus, so when a 
 scope gets focus (a click on play, pause or the timeline) or the reader clicks plain text in
 the scope, focus goes back to this widget's element (focusable by script only): "listen, then
 Alt+A" works without clicking the text box first. Each shortcut sends
-``{"action": name, "text": <the scope's first textarea, if any>}`` to the kernel; the text
-travels with the action so an edit made just before the key press cannot be overtaken by it.
+``{"action": name, "text": <the scope's first textarea, if any>, "context": ...}`` to the
+kernel; the text travels with the action so an edit made just before the key press cannot be
+overtaken by it, and the ``context`` (set by the kernel after each change of what the scope
+shows) lets the kernel refuse a key pressed before the page caught up with that change.
 """
 
 from __future__ import annotations
@@ -85,7 +87,9 @@ export default {
       event.stopPropagation();
       if (event.repeat) return;
       const box = scopeOf().querySelector("textarea");
-      model.send({ action: action, text: box ? box.value : null });
+      // The context names what the page showed: the kernel refuses a key pressed on a row
+      // the page had not finished showing (the text box could still hold the last row's).
+      model.send({ action: action, text: box ? box.value : null, context: model.get("context") });
     }
 
     function onMedia(event) {
@@ -137,6 +141,8 @@ def _shortcuts_class() -> type[Any]:
         #: CSS class of the element whose focus enables the shortcuts.
         scope = traitlets.Unicode("").tag(sync=True)
         hint = traitlets.Unicode("").tag(sync=True)
+        #: Set by the kernel after each change of what the scope shows; sent back with keys.
+        context = traitlets.Unicode("").tag(sync=True)
 
         def __repr__(self) -> str:
             return f"KeyboardShortcuts(scope={self.scope!r}, bindings={len(self.bindings)})"
@@ -145,7 +151,11 @@ def _shortcuts_class() -> type[Any]:
 
 
 def make_shortcuts(
-    scope: str, keys: Mapping[str, str], hint: str, on_action: ShortcutHandler
+    scope: str,
+    keys: Mapping[str, str],
+    hint: str,
+    on_action: ShortcutHandler,
+    on_stale: Callable[[str], None] | None = None,
 ) -> Any:
     """A widget that calls ``on_action(action, text)`` for each shortcut pressed in ``scope``.
 
@@ -159,6 +169,11 @@ def make_shortcuts(
         The line of text the widget shows.
     on_action
         Called in the kernel with the action name and the text of the scope's first textarea.
+    on_stale
+        Called instead, with the action name, when the key was pressed while the page still
+        showed an earlier ``context`` than the widget's current one (the kernel had changed
+        what the scope shows and the page had not caught up): the text sent may belong to
+        what was shown before. Without it such keys are ignored.
 
     Examples
     --------
@@ -174,6 +189,10 @@ def make_shortcuts(
     def receive(_widget: Any, content: Any, _buffers: Any) -> None:
         # Messages come from the page: accept only the shapes this widget sends.
         if not isinstance(content, dict) or content.get("action") not in known:
+            return
+        if content.get("context", widget.context) != widget.context:
+            if on_stale is not None:
+                on_stale(content["action"])
             return
         text = content.get("text")
         on_action(content["action"], text if isinstance(text, str) else None)
