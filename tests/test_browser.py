@@ -14,6 +14,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -315,7 +316,11 @@ def test_upload_and_review_cells_in_jupyterlab(tmp_path: Path, shared_audio: Pat
 
             # The files again, in the other order: the old grid goes at once.
             _choose_files(page, upload_cell, [jfk, english])
-            upload_cell.get_by_text("2 files chosen").wait_for(timeout=10_000)
+            # The new choice, listed in its order (the cell clears the grid before it lists
+            # the new files, so once the list shows, the old grid must be gone).
+            upload_cell.get_by_text(re.compile(r"2 files chosen: jfk\.flac")).wait_for(
+                timeout=10_000
+            )
             assert transcripts.count() == 0
             upload_cell.get_by_role("button", name="Transcribe").click()
             upload_cell.get_by_text("2 from the cache").wait_for(timeout=60_000)
