@@ -894,3 +894,17 @@ def test_kernel_interrupt_button_cancels_a_run_started_by_the_cell(tmp_path: Pat
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_aiff_without_soundfile_says_why_it_cannot_play(
+    shared_audio: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from phaseo_notebook.widgets._upload import playable
+
+    aiff = (shared_audio / "french.aiff").read_bytes()
+    monkeypatch.setitem(sys.modules, "soundfile", None)  # as without the [local] extra
+    reason = playable(aiff)
+    assert isinstance(reason, str) and "AIFF cannot play in the browser" in reason
+    assert "phaseo-notebook[local]" in reason
+    rv = pn.widgets.review(pd.DataFrame({"audio": [aiff], "text": ["x"]}), audio_col="audio")
+    assert rv.player.layout.display == "none" and "AIFF cannot play" in rv.source.value
