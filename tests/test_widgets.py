@@ -7,8 +7,15 @@ custom messages the page sends.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import re
+import signal
 import sys
+import threading
+import time
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -143,7 +150,7 @@ def test_upload_run_that_fails_as_a_whole_is_shown_and_the_button_comes_back(
 def test_upload_without_files_starts_nothing() -> None:
     w = pn.widgets.upload(model="local/fake", cache=False)
     w.transcribe_button.click()
-    assert not w.running and w._thread is None
+    assert not w.running and w._run_handle is None
     assert "Choose audio files first" in w.status.value
 
 
@@ -236,7 +243,15 @@ def test_review_decisions_fill_reviewed_text_and_status(frame: pd.DataFrame) -> 
     assert out.index.tolist() == ["a", "b", "c", "d"]
     assert out["text"].tolist() == frame["text"].tolist()  # the input is left alone
     assert "review_status" not in frame.columns
-    assert (rv.progress.value, rv.progress.description) == (4, "4/4")
+    # A skipped row is seen, not decided: it does not count, and the review is not complete.
+    assert (rv.progress.value, rv.progress.description) == (3, "3/4")
+    assert rv.reviewed == 3 and rv.skipped == 1 and not rv.complete
+    assert "3 of 4 decided, 1 skipped" in rv.counter.value
+    assert "All 4 rows decided" not in rv.counter.value
+    rv.position = 3
+    rv.accept_button.click()
+    assert rv.complete and (rv.progress.value, rv.progress.bar_style) == (4, "success")
+    assert "All 4 rows decided" in rv.counter.value
 
 
 def test_review_navigation_and_shortcut_messages(frame: pd.DataFrame) -> None:
@@ -316,24 +331,24 @@ def test_review_saves_each_decision_at_once_and_resumes(
     rv.editor.value = "bravo two"
     rv.accept_button.click()
     saved = pd.read_parquet(save_to).sort_values("seq")
+    sha = [hashlib.sha256(b).hexdigest() for b in frame["audio"]]
     assert saved[["row_key", "review_status", "text", "original"]].values.tolist() == [
-        ["'a'", "accepted", "alpha", "alpha"],
-        ["'b'", "corrected", "bravo two", "bravo"],
+        [f"audio:{sha[0]}", "accepted", "alpha", "alpha"],
+        [f"audio:{sha[1]}", "corrected", "bravo two", "bravo"],
     ]
 
-    # A new session on the same log, with the rows in another order: matched by index label.
-    again = pn.widgets.review(frame.iloc[::-1], audio_col="audio", save_to=save_to)
-    assert again.df.loc[["a", "b", "c", "d"], "review_status"].tolist() == [
-        "accepted",
-        "corrected",
-        "none",
-        "none",
-    ]
-    assert again.df.loc["b", "text_reviewed"] == "bravo two"
-    # It resumes at the first unreviewed row after the last decision: "b" is at position 2
-    # here and "a" after it is done, so it wraps to "d" at position 0.
-    assert again.position == 0 and again.editor.value == "delta"
-    again.position = 2
+    # A new session, the rows in another order under a fresh 0..n-1 index (as a re-upload
+    # gives): each decision lands on its own recording.
+    shuffled = frame.iloc[[3, 1, 0, 2]].reset_index(drop=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the log fits this frame: no warning
+        again = pn.widgets.review(shuffled, audio_col="audio", save_to=save_to)
+    assert again.df["review_status"].tolist() == ["none", "corrected", "accepted", "none"]
+    assert again.df["text_reviewed"].tolist() == [None, "bravo two", "alpha", None]
+    # It resumes at the first undecided row after the last decision: "b" is at position 1
+    # here, so "c" at position 3 (position 2 is done).
+    assert again.position == 3 and again.editor.value == ""
+    again.position = 1
     assert again.editor.value == "bravo two"  # the reviewed text, not the model's
     again.reject()
 
@@ -341,6 +356,67 @@ def test_review_saves_each_decision_at_once_and_resumes(
     assert third.df["review_status"].tolist() == ["accepted", "rejected", "none", "none"]
     assert third.position == 2
     assert len(pd.read_parquet(save_to)) == 3  # a log: earlier decisions are kept
+
+
+def test_review_resume_after_reordered_reupload_of_the_same_files(tmp_path: Path) -> None:
+    # The upload cell's frame: bytes, names, a fresh index each time.
+    clips = {"english.wav": make_wav(301), "jfk.flac": make_wav(302), "notes.wav": make_wav(303)}
+    texts = {"english.wav": "one two three", "jfk.flac": "ask not", "notes.wav": "notes"}
+
+    def uploaded(order: list[str]) -> pd.DataFrame:
+        return pd.DataFrame(
+            {"name": order, "audio": [clips[n] for n in order], "text": [texts[n] for n in order]}
+        )
+
+    save_to = tmp_path / "reviews"
+    rv = pn.widgets.review(uploaded(list(clips)), audio_col="audio", save_to=save_to)
+    rv.position = 1
+    rv.accept("and so my fellow americans ask not")
+    rv.position = 0
+    rv.accept()
+    again = pn.widgets.review(
+        uploaded(["notes.wav", "jfk.flac", "english.wav"]), audio_col="audio", save_to=save_to
+    )
+    final = again.df.set_index("name")
+    assert final.loc["jfk.flac", "text_reviewed"] == "and so my fellow americans ask not"
+    assert final.loc["english.wav", "text_reviewed"] == "one two three"
+    assert final.loc["notes.wav", "review_status"] == "none"
+    # Matching by index label puts decisions on whatever row now has that label: only on
+    # request, and with a warning when the model transcripts differ from those reviewed.
+    old = pn.widgets.review(
+        uploaded(list(clips)), audio_col="audio", save_to=tmp_path / "old", match_on="index"
+    )
+    old.accept()
+    with pytest.warns(UserWarning, match="different model transcript"):
+        pn.widgets.review(
+            uploaded(["notes.wav", "jfk.flac", "english.wav"]),
+            audio_col="audio",
+            save_to=tmp_path / "old",
+            match_on="index",
+        )
+
+
+def test_review_warns_when_the_saved_log_does_not_fit_the_frame(
+    frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    save_to = tmp_path / "log"
+    rv = pn.widgets.review(frame, audio_col="audio", save_to=save_to)
+    rv.accept()
+    rv.accept()
+    other = frame.assign(audio=[make_wav(400 + i) for i in range(4)])
+    with pytest.warns(
+        UserWarning, match=r"2 of 2 saved review decision\(s\) .* match no row"
+    ) as caught:
+        rv2 = pn.widgets.review(other, audio_col="audio", save_to=save_to)
+    assert caught[0].filename == __file__  # points at the caller's line
+    assert rv2.reviewed == 0 and "match no row" in rv2.status.value
+    # A log saved by index label names the way to read it.
+    by_index = tmp_path / "by-index"
+    pn.widgets.review(frame, audio_col="audio", save_to=by_index, match_on="index").accept()
+    with pytest.warns(UserWarning, match="match_on='index'"):
+        pn.widgets.review(frame, audio_col="audio", save_to=by_index)
+    with pytest.raises(ValueError, match="match_on must be"):
+        pn.widgets.review(frame, audio_col="audio", match_on="name")  # type: ignore[arg-type]
 
 
 def test_review_resume_lands_after_the_last_decision(frame: pd.DataFrame, tmp_path: Path) -> None:
@@ -407,7 +483,9 @@ def test_review_rejects_bad_arguments(frame: pd.DataFrame, tmp_path: Path) -> No
     with pytest.raises(TypeError, match="needs a pandas DataFrame"):
         pn.widgets.review(frame["audio"], audio_col="audio")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unique index"):
-        pn.widgets.review(pd.concat([frame, frame]), audio_col="audio", save_to=tmp_path / "x")
+        pn.widgets.review(
+            pd.concat([frame, frame]), audio_col="audio", save_to=tmp_path / "x", match_on="index"
+        )
     a_file = tmp_path / "reviews.parquet"
     pd.DataFrame({"x": [1]}).to_parquet(a_file)
     with pytest.raises(ValueError, match="is an existing file"):
@@ -443,3 +521,390 @@ def test_widgets_public_names() -> None:
     assert pn.widgets.__all__ == sorted(pn.widgets.__all__, key=kind)
     assert pn.widgets.upload is pn.widgets._upload.upload
     assert pn.widgets.review is pn.widgets._review.review
+
+
+# --------------------------------------------------------------------------- issue 15: review
+
+
+def test_review_keeps_an_undecided_edit_as_a_draft_until_the_row_is_decided(
+    frame: pd.DataFrame,
+) -> None:
+    rv = pn.widgets.review(frame, audio_col="audio")
+    # The changes line is there before any edit, so the buttons below it do not move.
+    assert "Changes:" in rv.diff.value and ">none<" in rv.diff.value
+    send = rv.shortcuts._handle_custom_msg
+    # Typed " four", then Alt+N and Alt+P: the page sends its text with each shortcut.
+    send({"action": "next", "text": "alpha four"}, [])
+    assert rv.position == 1 and rv.editor.value == "bravo"
+    send({"action": "previous", "text": "bravo"}, [])
+    assert rv.position == 0 and rv.editor.value == "alpha four"
+    assert rv.drafts == {0: "alpha four"} and "edited, not saved" in rv.source.value
+    assert "<ins>four</ins>" in rv.diff.value and "alpha" in rv.original.value
+    assert rv.df["review_status"].tolist() == ["none"] * 4  # a draft is not a decision
+    # Edits through the text box itself (buttons, not shortcuts) are kept the same way.
+    rv.next()
+    rv.editor.value = "bravo two"
+    rv.previous()
+    rv.next()
+    assert rv.editor.value == "bravo two"
+    # Deciding uses the draft and drops it; going back shows the decision.
+    rv.previous()
+    rv.accept()
+    assert rv.df["text_reviewed"].tolist()[0] == "alpha four" and 0 not in rv.drafts
+    # Reverting an edit by hand leaves no draft behind.
+    rv.position = 1
+    rv.editor.value = "bravo"
+    rv.next()
+    assert rv.drafts == {}
+
+
+def test_review_refuses_a_key_pressed_before_the_page_showed_the_row(
+    frame: pd.DataFrame,
+) -> None:
+    rv = pn.widgets.review(frame, audio_col="audio")
+    send = rv.shortcuts._handle_custom_msg
+    shown = rv.shortcuts.context
+    send({"action": "accept", "text": "alpha", "context": shown}, [])
+    assert rv.position == 1 and rv.shortcuts.context != shown
+    # Alt+A again at once: the page still had row "a"'s text in the box when it was pressed.
+    send({"action": "accept", "text": "alpha", "context": shown}, [])
+    assert rv.df["review_status"].tolist() == ["accepted", "none", "none", "none"]
+    assert "the row changed" in rv.status.value and "Alt+A" in rv.status.value
+    send({"action": "next", "text": "alpha", "context": shown}, [])  # no bogus draft either
+    assert rv.position == 1 and rv.drafts == {}
+    send({"action": "accept", "text": "bravo", "context": rv.shortcuts.context}, [])
+    assert rv.df["review_status"].tolist()[:2] == ["accepted", "accepted"]
+
+
+def test_review_refuses_to_accept_a_failed_row_without_a_transcript(frame: pd.DataFrame) -> None:
+    rv = pn.widgets.review(frame, audio_col="audio")
+    rv.position = 2  # "c" failed: no transcript
+    assert rv.editor.value == "" and "(no transcript)" in rv.original.value
+    rv.accept_button.click()
+    assert "no transcript" in rv.status.value and "Not done" in rv.status.value
+    rv.shortcuts._handle_custom_msg({"action": "accept", "text": "   "}, [])
+    assert rv.df["review_status"].tolist()[2] == "none" and rv.position == 2
+    with pytest.raises(ValueError, match="type what is said"):
+        rv.accept("")
+    rv.accept("charlie")  # a typed transcript is a correction
+    assert rv.df.loc["c", ["text_reviewed", "review_status"]].tolist() == [
+        "charlie",
+        "corrected",
+    ]
+    rv.position = 2
+    rv.reject()  # rejecting a failed row needs no text
+    assert rv.df.loc["c", "review_status"] == "rejected"
+
+
+def test_read_reviews_gives_one_row_per_item_last_decision_wins(
+    frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    save_to = tmp_path / "reviews.parquet"
+    rv = pn.widgets.review(frame, audio_col="audio", save_to=save_to)
+    rv.skip()  # a
+    rv.position = 0
+    rv.accept()  # a again
+    rv.accept("bravo two")  # b
+    assert save_to.is_dir()  # documented: the log is a directory, whatever its name
+    assert len(pd.read_parquet(save_to)) == 3  # the history: "a" twice
+    final = pn.widgets.read_reviews(save_to)
+    assert final[["review_status", "text", "original"]].values.tolist() == [
+        ["accepted", "alpha", "alpha"],
+        ["corrected", "bravo two", "bravo"],
+    ]
+    assert list(final.columns) == [
+        "row_key",
+        "position",
+        "review_status",
+        "text",
+        "original",
+        "audio",
+        "decided_at",
+        "seq",
+    ]
+    # The final state on disk is the final state in memory.
+    decided = rv.df[rv.df["review_status"] != "none"]
+    assert decided["review_status"].tolist() == final["review_status"].tolist()
+    with pytest.raises(FileNotFoundError, match="no review log"):
+        pn.widgets.read_reviews(tmp_path / "missing")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert len(pn.widgets.read_reviews(empty)) == 0
+
+
+def test_review_shows_one_error_line_and_a_badge(tmp_path: Path) -> None:
+    df = pd.DataFrame(
+        {
+            "name": ["notes.txt"],
+            "audio": [b"name,value\n1,2\n"],
+            "text": [None],
+            "error": ["AudioInputError: audio input <15 bytes>: content is not audio"],
+        }
+    )
+    rv = pn.widgets.review(df, audio_col="audio")
+    shown = re.sub(r' title="[^"]*"', "", rv.source.value)  # the text, not the tooltip
+    assert shown.count("content is not audio") == 1  # not once as error, once as playback
+    assert "notes.txt: content is not audio (cannot play)" in shown
+    assert "&lt;15 bytes&gt;" not in shown and "AudioInputError" not in shown
+    assert "phaseo-badge-none" in shown and "to review" in shown
+    assert rv.player.layout.display == "none"
+
+
+def test_review_plays_aiff_converted_to_wav(shared_audio: Path) -> None:
+    aiff = (shared_audio / "french.aiff").read_bytes()
+    rv = pn.widgets.review(pd.DataFrame({"audio": [aiff], "text": ["x"]}), audio_col="audio")
+    assert rv.player.format == "wav" and bytes(rv.player.value)[:4] == b"RIFF"
+    assert rv.player.layout.display is None
+
+
+# --------------------------------------------------------------------------- issue 15: upload
+
+
+def test_upload_model_list_offers_real_models_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PHASEO_API_KEY", raising=False)
+    monkeypatch.delenv("PHASEO_BASE_URL", raising=False)
+    w = pn.widgets.upload(cache=False)
+    assert "local/fake" not in w.model_picker.options
+    assert {"local/pocketsphinx", "local/whisper-tiny.en"} <= set(w.model_picker.options)
+    # With a gateway configured, its catalog (GET /models) joins the offline engines.
+    with pn.LocalGateway(engine="fake", models=["openai/whisper-1"]) as gw:
+        with pn.Client(**gw.client_kwargs()) as client:
+            up = pn.widgets.upload(model="openai/whisper-1", client=client, cache=False)
+            deadline = time.monotonic() + WAIT
+            while "openai/whisper-1" not in up.model_picker.options:
+                assert time.monotonic() < deadline, "the gateway's catalog never arrived"
+                time.sleep(0.05)
+    assert "local/fake" not in up.model_picker.options  # the gateway serves it; not offered
+    assert up.model_picker.options[:2] == ("local/whisper-tiny.en", "local/pocketsphinx")
+
+
+def test_upload_language_box_is_validated_and_follows_the_model(tmp_path: Path) -> None:
+    w = pn.widgets.upload(model="openai/whisper-1", cache=False)
+    assert "fr" in w.language_picker.options
+    w.file_upload.value = upload_value({"a.wav": make_wav(501)})
+    w.language_picker.value = "openai/whisper-1"
+    assert w.transcribe() is False and not w.running and w._run_handle is None
+    assert "is not a language code" in w.status.value
+    w.model_picker.value = "local/pocketsphinx"
+    assert w.language_picker.options == ("en",)
+    w.language_picker.value = "fr"
+    w.transcribe_button.click()
+    assert w._run_handle is None and "English only" in w.status.value
+    w.model_picker.value = "local/fake"
+    w.language_picker.value = "pt-BR"
+    w.transcribe_button.click()
+    assert w.wait(WAIT) and w.df["error"].isna().all()
+
+
+def test_upload_shows_the_offline_notice_in_the_cell(
+    monkeypatch: pytest.MonkeyPatch, fake_gateway: pn.LocalGateway
+) -> None:
+    monkeypatch.delenv("PHASEO_API_KEY", raising=False)
+    monkeypatch.delenv("PHASEO_BASE_URL", raising=False)
+    w = pn.widgets.upload(cache=False)
+    assert w.notice.layout.display is None
+    assert "Offline" in w.notice.value and "PHASEO_API_KEY" in w.notice.value
+    w.model_picker.value = "openai/whisper-1"  # a gateway model: no offline notice
+    assert w.notice.layout.display == "none"
+    with pn.Client(**fake_gateway.client_kwargs()) as client:
+        online = pn.widgets.upload(model="local/fake", client=client, cache=False)
+    assert online.notice.layout.display == "none"
+
+
+def test_upload_shows_errors_as_one_line_with_the_file_name() -> None:
+    w = pn.widgets.upload(model="local/fake", cache=False)
+    run_upload(w, {"notes.wav": b"name,value\n1,2\n" * 3, "ok.wav": make_wav(502)})
+    line = w.results.children[5].value
+    assert "notes.wav: content is not audio" in line
+    assert "bytes&gt;" not in line.split('">', 1)[1]  # the shown text, not the tooltip
+    assert "not audio" in w.results.children[4].value  # no dead player: a reason
+
+
+def test_upload_clears_stale_results(tmp_path: Path) -> None:
+    w = pn.widgets.upload(model="local/fake", cache=False)
+    run_upload(w, {"a.wav": make_wav(511)})
+    assert len(w.results.children) == 6 and len(w.df) == 1
+    # New files chosen: the old grid goes, and the new choice is listed.
+    w.file_upload.value = upload_value({"b.wav": make_wav(512), "c.wav": make_wav(513)})
+    assert w.results.children == () and len(w.df) == 0
+    assert "2 files chosen" in w.chosen.value and "b.wav" in w.chosen.value
+    run_upload(w, {"b.wav": make_wav(512)})
+    assert len(w.df) == 1
+    # A run that fails as a whole leaves no earlier result behind.
+    w.model_picker.value = "openai/whisper-1"  # no key, no gateway
+    w.transcribe_button.click()
+    assert w.wait(WAIT) and isinstance(w.error, pn.ConfigurationError)
+    assert w.results.children == () and len(w.df) == 0
+    assert w.progress.bar_style == "danger"
+
+
+def test_upload_clears_the_grid_when_a_run_starts_and_shows_time_left(tmp_path: Path) -> None:
+    with pn.LocalGateway(engine="fake", faults=pn.Faults(latency=0.3)) as gw:
+        with pn.Client(**gw.client_kwargs()) as client:
+            w = pn.widgets.upload(model="local/fake", client=client, cache=False)
+            run_upload(w, {"a.wav": make_wav(521)})
+            assert len(w.results.children) == 6
+            w.file_upload.value = upload_value({f"{i}.wav": make_wav(530 + i) for i in range(3)})
+            statuses: list[str] = []
+            w.status.observe(lambda c: statuses.append(c["new"]), names="value")
+            assert w.transcribe()
+            assert w.running and w.results.children == () and len(w.df) == 0
+            assert w.progress.bar_style == "info" and "phaseo-running" in w._dom_classes
+            assert w.file_upload.disabled  # no new choice while this run's results are due
+            assert w.wait(WAIT)
+            assert not w.file_upload.disabled
+    assert "estimating time left" in statuses[0] and "0 done" in statuses[0]
+    assert "phaseo-running" not in w._dom_classes and len(w.df) == 3
+
+
+def test_upload_cancel_stops_the_run_and_keeps_finished_rows_in_the_cache(
+    tmp_path: Path,
+) -> None:
+    files = {f"{i:02}.wav": make_wav(600 + i) for i in range(40)}
+    with pn.LocalGateway(engine="fake", faults=pn.Faults(latency=0.5)) as gw:
+        with pn.Client(**gw.client_kwargs()) as client:
+            w = pn.widgets.upload(model="local/fake", client=client, cache=tmp_path / "c")
+            w.file_upload.value = upload_value(files)
+            w.transcribe_button.click()
+            deadline = time.monotonic() + WAIT
+            while w.progress.value == 0:  # some rows finished, many still to go
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            started = time.monotonic()
+            w.cancel_button.click()
+            assert w.wait(WAIT)
+            stopped_in = time.monotonic() - started
+            done = w.progress.value
+            sent = gw.stats().requests
+            assert w.cancelled and w.error is None and w.df.empty
+            assert "Cancelled" in w.status.value and "kept in the cache" in w.status.value
+            assert not w.transcribe_button.disabled and w.cancel_button.disabled
+            assert 0 < done < len(files) and stopped_in < 5
+            # Run again: what finished comes from the cache.
+            again = run_upload(w, files)
+    assert again["cached"].sum() >= done
+    assert again["error"].isna().all() and not w.cancelled
+    assert sent < len(files)  # the cancelled run did not go on sending in the background
+
+
+def test_upload_cancel_with_the_cache_off_says_nothing_is_kept() -> None:
+    files = {f"{i:02}.wav": make_wav(650 + i) for i in range(40)}
+    with pn.LocalGateway(engine="fake", faults=pn.Faults(latency=0.5)) as gw:
+        with pn.Client(**gw.client_kwargs()) as client:
+            w = pn.widgets.upload(model="local/fake", client=client, cache=False)
+            w.file_upload.value = upload_value(files)
+            assert w.transcribe()
+            time.sleep(0.2)
+            assert w.cancel()
+            assert w.wait(WAIT) and w.cancelled
+    assert "the cache is off" in w.status.value and "kept in the cache" not in w.status.value
+    assert w.cancel() is False  # nothing left to cancel
+
+
+def test_upload_interrupt_while_waiting_cancels_the_run(tmp_path: Path) -> None:
+    files = {f"{i:02}.wav": make_wav(700 + i) for i in range(40)}
+    with pn.LocalGateway(engine="fake", faults=pn.Faults(latency=0.5)) as gw:
+        with pn.Client(**gw.client_kwargs()) as client:
+            w = pn.widgets.upload(model="local/fake", client=client, cache=tmp_path / "c")
+            w.file_upload.value = upload_value(files)
+            timer = threading.Timer(0.8, os.kill, args=(os.getpid(), signal.SIGINT))
+            timer.start()
+            with pytest.raises(KeyboardInterrupt):
+                w.transcribe(wait=True)
+            timer.join()
+            assert not w.running and w.cancelled
+            assert gw.stats().requests < len(files)
+
+
+def test_kernel_interrupt_handler_cancels_runs_started_from_the_cell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from phaseo_notebook.widgets import _upload
+
+    class Kernel:  # what ipykernel keeps: the handler it puts back after each message
+        saved_sigint_handler: Any = signal.SIG_IGN
+
+    class Shell:
+        kernel = Kernel()
+
+    files = {f"{i:02}.wav": make_wav(800 + i) for i in range(40)}
+    with (
+        pn.LocalGateway(engine="fake", faults=pn.Faults(latency=0.5)) as gw,
+        pn.Client(**gw.client_kwargs()) as client,
+    ):
+        w = pn.widgets.upload(model="local/fake", client=client, cache=tmp_path / "c")
+        w.file_upload.value = upload_value(files)
+        monkeypatch.setattr("IPython.core.getipython.get_ipython", lambda: Shell())
+        assert w.transcribe()
+        handler = Shell.kernel.saved_sigint_handler
+        assert callable(handler) and handler.phaseo_runs
+        time.sleep(0.3)
+        handler(signal.SIGINT, None)  # the kernel's interrupt button, kernel idle
+        assert w.wait(WAIT) and w.cancelled
+    assert not _upload._ACTIVE_RUNS
+
+
+def test_upload_plays_aiff_converted_to_wav(shared_audio: Path) -> None:
+    aiff = (shared_audio / "french.aiff").read_bytes()
+    w = pn.widgets.upload(model="local/fake", cache=False)
+    run_upload(w, {"french.aiff": aiff})
+    player = w.results.children[4]
+    assert isinstance(player, widgets.Audio)
+    assert player.format == "wav" and bytes(player.value)[:4] == b"RIFF"
+    assert w.df["audio"].tolist() == [aiff]  # the data keeps the original bytes
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_kernel_interrupt_button_cancels_a_run_started_by_the_cell(tmp_path: Path) -> None:
+    # A real ipykernel, idle while the run goes on (as after a click on Transcribe), then
+    # interrupted the way JupyterLab's stop button does it.
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path))
+    try:
+
+        def run(code: str) -> str:
+            reply = kc.execute_interactive(code, timeout=60, output_hook=lambda _msg: None)
+            assert reply["content"]["status"] == "ok", reply["content"]
+            return code
+
+        run(
+            f"import sys; sys.path.insert(0, {str(Path(__file__).parents[1])!r})\n"
+            "import phaseo_notebook as pn\n"
+            "from tests.conftest import make_wav\n"
+            "from tests.test_widgets import upload_value\n"
+            "gw = pn.LocalGateway(engine='fake', faults=pn.Faults(latency=0.5)).start()\n"
+            "client = pn.Client(**gw.client_kwargs())\n"
+            f"w = pn.widgets.upload(model='local/fake', client=client, cache={str(tmp_path / 'c')!r})\n"
+            "w.file_upload.value = upload_value({f'{i}.wav': make_wav(900 + i) for i in range(60)})\n"
+            "assert w.transcribe()"
+        )
+        time.sleep(1.0)  # the kernel is idle; the run is in progress
+        km.interrupt_kernel()
+        reply = kc.execute_interactive(
+            "assert w.wait(30), 'still running'\n"
+            "assert w.cancelled, w.status.value\n"
+            "assert gw.stats().requests < 60\n"
+            "client.close(); gw.close()",
+            timeout=60,
+            output_hook=lambda _msg: None,
+        )
+        assert reply["content"]["status"] == "ok", reply["content"]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def test_aiff_without_soundfile_says_why_it_cannot_play(
+    shared_audio: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from phaseo_notebook.widgets._upload import playable
+
+    aiff = (shared_audio / "french.aiff").read_bytes()
+    monkeypatch.setitem(sys.modules, "soundfile", None)  # as without the [local] extra
+    reason = playable(aiff)
+    assert isinstance(reason, str) and "AIFF cannot play in the browser" in reason
+    assert "phaseo-notebook[local]" in reason
+    rv = pn.widgets.review(pd.DataFrame({"audio": [aiff], "text": ["x"]}), audio_col="audio")
+    assert rv.player.layout.display == "none" and "AIFF cannot play" in rv.source.value

@@ -1,5 +1,10 @@
 """The review decisions log: one small Parquet part file per decision, in one directory.
 
+What ``save_to`` holds: a directory (a Parquet dataset, whatever its name, so
+``save_to="reviews.parquet"`` is a directory too) of part files, one row per decision made,
+in the order made. It is a history: a row skipped then accepted appears twice.
+:func:`read_reviews` reads the final state, one row per reviewed item, last decision wins.
+
 Why part files rather than one file rewritten per decision: a decision costs one small write
 whatever the number of rows already reviewed, and each part appears under its final name only
 through an atomic rename, so a killed kernel loses at most the decision being written and never
@@ -21,10 +26,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["DECISION_SCHEMA", "REVIEW_STATUSES", "Decision", "DecisionLog"]
+__all__ = ["DECISION_SCHEMA", "REVIEW_STATUSES", "Decision", "DecisionLog", "read_reviews"]
 
 #: Values of ``review_status``; ``"none"`` means not reviewed yet and is never written.
 REVIEW_STATUSES = ("accepted", "corrected", "rejected", "skipped", "none")
@@ -55,8 +61,9 @@ class Decision:
     Attributes
     ----------
     row_key
-        ``repr`` of the row's index label: matches decisions to rows when the log is reopened,
-        even after the DataFrame was reordered.
+        What matches the decision to its row when the log is reopened: ``"audio:<identity>"``
+        (the audio's sha256 or ``url:...``, the cache's identity) by default, or ``repr`` of
+        the row's index label for a review opened with ``match_on="index"``.
     position
         Row position when decided (for reading the log by eye).
     review_status
@@ -250,3 +257,65 @@ def _to_table(decisions: list[Decision]) -> pa.Table:
         ],
         schema=DECISION_SCHEMA,
     )
+
+
+def read_reviews(save_to: str | os.PathLike[str]) -> pd.DataFrame:
+    """The final state of a review log: one row per reviewed item, its last decision.
+
+    ``pd.read_parquet(save_to)`` reads the whole history (a row decided twice appears twice);
+    this keeps, per item, only the decision with the highest sequence number, in the order the
+    items were first decided.
+
+    Parameters
+    ----------
+    save_to
+        The directory given to ``pn.widgets.review(..., save_to=...)``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``row_key``, ``position``, ``review_status``, ``text``, ``original``,
+        ``audio`` (the row's label: file name or input), ``decided_at`` and ``seq``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``save_to`` does not exist.
+    ValueError
+        If it is a file, or holds parts that are not a review log.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> log = DecisionLog(tempfile.mkdtemp())
+    >>> log.append(Decision("'a'", 0, "skipped", None, "hi", "a.wav", seq=0))
+    >>> log.append(Decision("'a'", 0, "accepted", "hi", "hi", "a.wav", seq=1))
+    >>> read_reviews(log.path)[["audio", "review_status"]].values.tolist()
+    [['a.wav', 'accepted']]
+    """
+    path = Path(save_to).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"no review log at {str(path)!r}")
+    if not path.is_dir():
+        raise ValueError(f"{str(path)!r} is a file; a review log is a directory of parts")
+    # Read only: opening a DecisionLog could merge parts, and reading must not write.
+    parts = sorted(
+        p
+        for p in path.iterdir()
+        if p.name.startswith(_PART_PREFIX) and p.name.endswith(_PART_SUFFIX)
+    )
+    if not parts:
+        empty: pd.DataFrame = DECISION_SCHEMA.empty_table().to_pandas()
+        return empty
+    try:
+        tables = [pq.read_table(part) for part in parts]
+        history = pa.concat_tables(
+            [t.select(DECISION_SCHEMA.names).cast(DECISION_SCHEMA) for t in tables]
+        ).to_pandas()
+    except (OSError, KeyError, ValueError, pa.ArrowInvalid) as err:
+        raise ValueError(f"{str(path)!r} is not a review decision log ({err})") from err
+    history = history.sort_values("seq", kind="stable")
+    first = history.groupby("row_key", sort=False)["seq"].transform("min")
+    final = history.assign(_first=first).drop_duplicates("row_key", keep="last")
+    out: pd.DataFrame = final.sort_values("_first", kind="stable").drop(columns="_first")
+    return out.reset_index(drop=True)
