@@ -33,6 +33,7 @@ from phaseo_notebook._gateway._app import MODES, GatewayCore, Mode, build_models
 from phaseo_notebook._gateway._faults import Faults
 from phaseo_notebook._gateway._server import (
     EngineSet,
+    GatewayLimits,
     GatewayServer,
     check_bind_host,
     format_base_url,
@@ -81,6 +82,10 @@ def _make_server(
     faults: Faults | None,
     files_dir: str | os.PathLike[str] | None,
     workers: int | None,
+    limits: GatewayLimits | None = None,
+    allow_private_urls: bool = False,
+    allowed_url_origins: Iterable[str] = (),
+    allow_remote: bool = False,
 ) -> GatewayServer:
     core = GatewayCore(mode=mode, api_key=api_key, models=build_models(models, engine))
     engines = EngineSet(workers)
@@ -90,7 +95,16 @@ def _make_server(
     directory = Path(files_dir) if files_dir is not None else None
     if directory is not None and not directory.is_dir():
         raise ValueError(f"files_dir {str(directory)!r} is not a directory")
-    return GatewayServer(core, engines, faults=faults, files_dir=directory)
+    return GatewayServer(
+        core,
+        engines,
+        faults=faults,
+        files_dir=directory,
+        limits=limits,
+        allow_private_urls=allow_private_urls,
+        allowed_url_origins=allowed_url_origins,
+        allow_remote=allow_remote,
+    )
 
 
 async def serve_forever(
@@ -105,6 +119,9 @@ async def serve_forever(
     files_dir: str | os.PathLike[str] | None = None,
     workers: int | None = None,
     allow_remote: bool = False,
+    allow_private_urls: bool = False,
+    allowed_url_origins: Iterable[str] = (),
+    limits: GatewayLimits | None = None,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve a gateway until SIGINT or SIGTERM (what ``phaseo-notebook serve`` runs).
@@ -128,6 +145,10 @@ async def serve_forever(
         faults=faults,
         files_dir=files_dir,
         workers=workers,
+        limits=limits,
+        allow_private_urls=allow_private_urls,
+        allowed_url_origins=allowed_url_origins,
+        allow_remote=allow_remote,
     )
     bound = await server.start(host, port)
     stop = asyncio.Event()
@@ -187,7 +208,20 @@ class LocalGateway:
         Run the server in a subprocess (``python -m phaseo_notebook serve``) rather than
         in a background thread.
     allow_remote : bool
-        Allow a non-loopback ``host``.
+        Allow a non-loopback ``host``, and answer requests whatever their ``Host``
+        header says (otherwise only loopback names and the bound address are accepted,
+        so a web page whose name was re-pointed at 127.0.0.1 gets a 403).
+    allow_private_urls : bool
+        Let ``audio_url`` point at loopback, private, link-local and metadata addresses.
+        Off by default: whoever can send a request could otherwise make the gateway read
+        from the machine and network it runs in. Its own ``/files/`` route is always
+        allowed.
+    allowed_url_origins : iterable of str
+        ``scheme://host[:port]`` origins that ``audio_url`` may use whatever they resolve
+        to (a media server on the local network).
+    limits : GatewayLimits or None
+        Header and body timeouts and the connection cap (see
+        :class:`~phaseo_notebook._gateway._server.GatewayLimits`).
 
     Examples
     --------
@@ -213,6 +247,9 @@ class LocalGateway:
         workers: int | None = None,
         process: bool = False,
         allow_remote: bool = False,
+        allow_private_urls: bool = False,
+        allowed_url_origins: Iterable[str] = (),
+        limits: GatewayLimits | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
@@ -228,6 +265,9 @@ class LocalGateway:
         self._files_dir = Path(files_dir) if files_dir is not None else None
         self._workers = workers
         self._allow_remote = allow_remote
+        self._allow_private_urls = allow_private_urls
+        self._allowed_url_origins = tuple(allowed_url_origins)
+        self._limits = limits
         self._port: int | None = None
         # Thread mode.
         self._server: GatewayServer | None = None
@@ -374,6 +414,10 @@ class LocalGateway:
             faults=self._faults,
             files_dir=self._files_dir,
             workers=self._workers,
+            limits=self._limits,
+            allow_private_urls=self._allow_private_urls,
+            allowed_url_origins=self._allowed_url_origins,
+            allow_remote=self._allow_remote,
         )
         loop = asyncio.new_event_loop()
         ready = threading.Event()
@@ -446,6 +490,22 @@ class LocalGateway:
             cmd += ["--workers", str(self._workers)]
         if self._allow_remote:
             cmd.append("--allow-remote")
+        if self._allow_private_urls:
+            cmd.append("--allow-private-urls")
+        for origin in self._allowed_url_origins:
+            cmd += ["--allow-url-origin", origin]
+        if self._limits is not None:
+            limits = self._limits
+            cmd += [
+                "--header-timeout",
+                repr(limits.header_timeout),
+                "--body-timeout",
+                repr(limits.body_timeout),
+                "--body-idle-timeout",
+                repr(limits.body_idle_timeout),
+                "--max-connections",
+                str(limits.max_connections),
+            ]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH")) if p
