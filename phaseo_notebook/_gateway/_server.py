@@ -81,6 +81,8 @@ _LINGERING_TIME: Final = 2.0
 # aiohttp's own defaults, stated so they do not change under us.
 _MAX_LINE_SIZE: Final = 8190
 _MAX_FIELD_SIZE: Final = 8190
+# Host header values remembered as allowed (a bound: clients choose the values).
+_SEEN_HOSTS: Final = 64
 # How long a connection over the cap may take to send its request before it is closed.
 _BUSY_WAIT: Final = 1.0
 
@@ -325,8 +327,14 @@ class GatewayServer:
         if self.allow_remote:
             return handler
 
+        # The few Host values a gateway sees, once judged good, skip the parsing.
+        seen: set[str | None] = set()
+
         async def guarded(request: web.Request) -> web.StreamResponse:
-            if not host_allowed(request.headers.get("Host"), self._bound_host):
+            host = request.headers.get("Host")
+            if host in seen:
+                return await handler(request)
+            if not host_allowed(host, self._bound_host):
                 refusal = GatewayError(
                     403,
                     "host_not_allowed",
@@ -334,6 +342,8 @@ class GatewayServer:
                     "only to loopback names unless started with allow_remote / --allow-remote",
                 )
                 return _response(error_reply(refusal, new_request_id()))
+            if len(seen) < _SEEN_HOSTS:
+                seen.add(host)
             return await handler(request)
 
         return guarded
@@ -459,10 +469,16 @@ class GatewayServer:
         declared = request.content_length
         if declared is not None and declared > limit:
             raise payload_too_large(limit, "request body")
+        content = request.content
+        if content.is_eof():
+            # A small body usually arrives with its headers: nothing left to wait for.
+            body = await request.read()
+            if len(body) > limit:
+                raise payload_too_large(limit, "request body")
+            return body
         limits = self.limits
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limits.body_timeout
-        content = request.content
         chunks: list[bytes] = []
         size = 0
         try:
