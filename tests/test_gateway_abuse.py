@@ -373,6 +373,45 @@ def test_key_is_checked_before_the_body_is_read(make_gateway: MakeGateway) -> No
     assert all(record["fields"] == {} for record in stats.recent)
 
 
+def test_unauthenticated_large_bodies_do_not_grow_the_server(make_gateway: MakeGateway) -> None:
+    gw = make_gateway(mode="strict", process=True)
+    assert gw._proc is not None
+    status_file = Path(f"/proc/{gw._proc.pid}/status")
+    if not status_file.exists():
+        pytest.skip("needs /proc to read the server's peak memory")
+
+    def peak_rss_mb() -> float:
+        for line in status_file.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmHWM line")
+
+    before = peak_rss_mb()
+    body = b"\0" * (31 * MB)
+    head = (
+        "POST /v1/audio/transcriptions HTTP/1.1\r\n"
+        f"Host: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=xyz\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    answers: list[bytes] = []
+
+    def send() -> None:
+        with raw_connect(gw) as sock:
+            with contextlib.suppress(OSError):  # the server may close once it has answered
+                sock.sendall(head + body)
+            sock.settimeout(10)
+            answers.append(sock.recv(65536))
+
+    threads = [threading.Thread(target=send) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    # Ten 31 MB bodies read into memory would be over 300 MB.
+    assert peak_rss_mb() - before < 60
+    assert len(answers) == 10 and all(a.startswith(b"HTTP/1.1 401") for a in answers)
+
+
 def test_declared_oversize_body_is_413_before_reading(make_gateway: MakeGateway) -> None:
     gw = make_gateway(mode="strict")
     with raw_connect(gw) as sock:
