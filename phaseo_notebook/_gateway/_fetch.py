@@ -284,7 +284,7 @@ class AudioFetcher:
         except ValueError as err:  # yarl's verdict on a malformed URL or Location
             raise AudioFetchError(f"malformed URL: {err}") from err
 
-    async def _fetch(self, url: URL) -> bytes:
+    def _session_for_fetch(self) -> aiohttp.ClientSession:
         session = self._session
         if session is None or session.closed:
             session = self._session = aiohttp.ClientSession(
@@ -292,13 +292,16 @@ class AudioFetcher:
                 cookie_jar=aiohttp.DummyCookieJar(),
                 trust_env=False,
             )
+        return session
+
+    async def _fetch(self, url: URL) -> bytes:
         for _hop in range(MAX_REDIRECTS + 1):
             if url.scheme not in _DEFAULT_PORTS or not url.raw_host:
                 raise AudioFetchError("redirected to a URL that is not absolute http(s)")
             if url.raw_user is not None or url.raw_password is not None:
                 raise AudioFetchError("redirected to a URL with credentials (user:password@)")
             addresses = self.policy.admit(url, await self._resolve(url))
-            async with await self._get(session, url, addresses) as response:
+            async with await self._get(self._session_for_fetch(), url, addresses) as response:
                 status = response.status
                 if status in _REDIRECT_STATUSES:
                     location = response.headers.get("Location")
