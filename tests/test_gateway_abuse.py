@@ -24,6 +24,7 @@ import pytest
 from yarl import URL
 
 from phaseo_notebook._cli import build_parser
+from phaseo_notebook._cli import main as cli_main
 from phaseo_notebook._engines import fake_transcript
 from phaseo_notebook._gateway import LocalGateway
 from phaseo_notebook._gateway._fetch import MAX_REDIRECTS, UrlPolicy, address_refusal, parse_origin
@@ -629,6 +630,15 @@ def test_serve_flags_parse() -> None:
     assert args.max_connections == 64
     defaults = build_parser().parse_args(["serve"])
     assert not defaults.allow_private_urls and defaults.allow_url_origin == []
+
+
+def test_serve_rejects_bad_limits_and_origins(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["serve", "--port", "0", "--max-connections", "0"]) == 2
+    assert "max_connections" in capsys.readouterr().err
+    assert cli_main(["serve", "--port", "0", "--header-timeout", "-1"]) == 2
+    assert "header_timeout" in capsys.readouterr().err
+    assert cli_main(["serve", "--port", "0", "--allow-url-origin", "ftp://x"]) == 2
+    assert "origin" in capsys.readouterr().err
 
 
 def test_process_mode_passes_the_url_and_limit_options(

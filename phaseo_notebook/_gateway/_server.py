@@ -1,4 +1,4 @@
-"""The aiohttp.web adapter: routes, fault injection, counters and the ``audio_url`` fetcher.
+"""The aiohttp.web adapter: routes, admission limits, fault injection and counters.
 
 Each handler reads the request, hands the bytes to :class:`~._app.GatewayCore` and writes
 its :class:`~._app.Reply`; nothing here knows the wire format. The hot path (a small
