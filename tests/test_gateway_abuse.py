@@ -398,10 +398,12 @@ def test_unauthenticated_large_bodies_do_not_grow_the_server(make_gateway: MakeG
 
     def send() -> None:
         with raw_connect(gw) as sock:
-            with contextlib.suppress(OSError):  # the server may close once it has answered
+            # The server closes after answering and draining for a while; under heavy load
+            # that may cut the upload (or the answer) short, which is not what is measured.
+            with contextlib.suppress(OSError):
                 sock.sendall(head + body)
-            sock.settimeout(10)
-            answers.append(sock.recv(65536))
+                sock.settimeout(10)
+                answers.append(sock.recv(65536))
 
     threads = [threading.Thread(target=send) for _ in range(10)]
     for thread in threads:
@@ -410,7 +412,8 @@ def test_unauthenticated_large_bodies_do_not_grow_the_server(make_gateway: MakeG
         thread.join(60)
     # Ten 31 MB bodies read into memory would be over 300 MB.
     assert peak_rss_mb() - before < 60
-    assert len(answers) == 10 and all(a.startswith(b"HTTP/1.1 401") for a in answers)
+    assert all(a.startswith(b"HTTP/1.1 401") for a in answers)
+    assert gw.stats().by_status == {401: 10}
 
 
 def test_declared_oversize_body_is_413_before_reading(make_gateway: MakeGateway) -> None:
