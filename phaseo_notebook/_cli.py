@@ -98,7 +98,46 @@ def _add_serve(subparsers: _Subparsers) -> None:
     parser.add_argument(
         "--allow-remote",
         action="store_true",
-        help="allow binding a non-loopback address (anyone reaching it can send audio and read --files-dir)",
+        help=(
+            "allow binding a non-loopback address and any Host header (anyone reaching it "
+            "can send audio and read --files-dir)"
+        ),
+    )
+    parser.add_argument(
+        "--allow-private-urls",
+        action="store_true",
+        help=(
+            "let audio_url point at loopback, private, link-local and cloud-metadata "
+            "addresses (refused by default; the gateway's own /files/ always works)"
+        ),
+    )
+    parser.add_argument(
+        "--allow-url-origin",
+        action="append",
+        default=[],
+        metavar="SCHEME://HOST[:PORT]",
+        help="an origin audio_url may use whatever it resolves to; repeatable",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=None,
+        help="seconds to send complete request headers; also the idle keep-alive (default 15)",
+    )
+    parser.add_argument(
+        "--body-timeout", type=float, default=None, help="seconds to send a body (default 60)"
+    )
+    parser.add_argument(
+        "--body-idle-timeout",
+        type=float,
+        default=None,
+        help="seconds a body may pause between chunks (default 15)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=None,
+        help="open connections at most; more get a 503 (default 512, or half the file limit)",
     )
     parser.add_argument(
         "--price-per-minute",
@@ -116,6 +155,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     from phaseo_notebook._gateway._charges import parse_price_specs
     from phaseo_notebook._gateway._faults import Faults
     from phaseo_notebook._gateway._local import generate_api_key, serve_forever
+    from phaseo_notebook._gateway._server import GatewayLimits
 
     def fail(message: str) -> int:
         print(f"phaseo-notebook serve: error: {message}", file=sys.stderr)
@@ -150,6 +190,13 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     try:
         faults = Faults(latency=args.latency, error_rate=args.error_rate, seed=args.seed)
+        limit_args = {
+            "header_timeout": args.header_timeout,
+            "body_timeout": args.body_timeout,
+            "body_idle_timeout": args.body_idle_timeout,
+            "max_connections": args.max_connections,
+        }
+        limits = GatewayLimits(**{k: v for k, v in limit_args.items() if v is not None})
         asyncio.run(
             serve_forever(
                 host=args.host,
@@ -162,6 +209,9 @@ def _run_serve(args: argparse.Namespace) -> int:
                 files_dir=args.files_dir,
                 workers=args.workers,
                 allow_remote=args.allow_remote,
+                allow_private_urls=args.allow_private_urls,
+                allowed_url_origins=args.allow_url_origin,
+                server_limits=limits,
                 on_ready=announce,
                 price_per_minute=parse_price_specs(args.price_per_minute),
             )

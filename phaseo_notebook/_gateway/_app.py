@@ -105,6 +105,9 @@ _RESPONSE_FORMATS: Final = frozenset(
     {"json", "text", "srt", "verbose_json", "vtt", "diarized_json"}
 )
 _PROVIDER_LIST_KEYS: Final = ("order", "only", "ignore")
+# No request needs more than a few levels; deeper JSON is refused before anything walks it
+# (Python's own recursion limit would otherwise surface as a 500).
+MAX_JSON_DEPTH: Final = 32
 _DATA_URI_MIME_PREFIXES: Final = ("audio/", "video/", "application/octet-stream")
 
 # The code the live gateway puts in the body for each status (its table), plus plausible
@@ -589,8 +592,12 @@ class GatewayCore:
                 data = json.loads(body)
             except (UnicodeDecodeError, ValueError) as err:
                 raise GatewayError(400, "invalid_json", f"request body is not JSON: {err}") from err
+            except RecursionError as err:
+                raise GatewayError(400, "invalid_json", _TOO_DEEP) from err
             if not isinstance(data, dict):
                 raise GatewayError(400, "invalid_json", "request body must be a JSON object")
+            if _too_deep(data):
+                raise GatewayError(400, "invalid_json", _TOO_DEEP)
             return RequestForm(tuple(data.items()))
         if media_type == "application/x-www-form-urlencoded":
             if len(body) > MAX_MULTIPART_BODY_BYTES:
@@ -617,9 +624,11 @@ class GatewayCore:
         file: dict[str, Any] | None = None
         if form is not None:
             for name, value in form.fields:
-                fields[name] = (
-                    len(value) if name == "audio_b64" and isinstance(value, str) else value
-                )
+                if name == "audio_b64" and isinstance(value, str):
+                    value = len(value)
+                elif name == "audio_url" and isinstance(value, str) and "@" in value:
+                    value = _hide_userinfo(value)
+                fields[name] = value
             for part in form.files:
                 info = {
                     "filename": part.filename,
@@ -669,11 +678,17 @@ class GatewayCore:
             raise _validation("model must be a string", "model")
         engine = self.models.get(model)
         if engine is None:
+            available = sorted(self.models)
             raise GatewayError(
                 400,
                 "unsupported_model_or_endpoint",
-                f"model {model!r} is not available for audio transcriptions",
-                extra={"reason": "model_not_found_or_inactive", "model": model},
+                f"model {model!r} is not available for audio transcriptions; this gateway "
+                f"serves: {', '.join(available)}",
+                extra={
+                    "reason": "model_not_found_or_inactive",
+                    "model": model,
+                    "available_models": available,
+                },
             )
         language = _optional_text(values, "language")
         if "provider" in values:
@@ -756,11 +771,23 @@ class GatewayCore:
             body["currency"] = "USD"
         return Reply(200, _dumps(body), headers={"x-request-id": request_id})
 
-    def failure_reply(self, err: BaseException, request_id: str) -> Reply:
-        """Map an exception raised while transcribing to its error answer."""
+    def failure_reply(self, err: BaseException, request_id: str, *, fetched: bool = False) -> Reply:
+        """Map an exception raised while transcribing to its error answer.
+
+        With ``fetched`` (the audio came from ``audio_url``) a decode error says no more
+        than that: the decoder's message may quote the audio's first bytes, and echoing
+        what a URL returned would hand its content to whoever asked for it.
+        """
         if isinstance(err, GatewayError):
             return error_reply(err, request_id)
         if isinstance(err, AudioDecodeError):
+            if fetched:
+                described = _validation(
+                    "the audio fetched from audio_url could not be decoded "
+                    "(not a supported audio format, or corrupt)",
+                    "audio_url",
+                )
+                return error_reply(described, request_id)
             return error_reply(_validation(str(err), "audio"), request_id)
         if isinstance(err, AudioFetchError):
             return error_reply(
@@ -815,7 +842,7 @@ class GatewayCore:
         except reraise:
             raise
         except Exception as err:
-            return self.failure_reply(err, request_id)
+            return self.failure_reply(err, request_id, fetched=job.audio_url is not None)
         return self.success_reply(job, result, request_id)
 
     def run(
@@ -839,7 +866,7 @@ class GatewayCore:
         except reraise:
             raise
         except Exception as err:
-            return self.failure_reply(err, request_id)
+            return self.failure_reply(err, request_id, fetched=job.audio_url is not None)
         return self.success_reply(job, result, request_id)
 
 
@@ -941,10 +968,63 @@ def _decode_b64(value: str) -> bytes:
 def _check_url(url: str) -> str:
     if len(url) > MAX_URL_LENGTH:
         raise _validation(f"audio_url is longer than {MAX_URL_LENGTH} characters", "audio_url")
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        scheme, hostname, has_userinfo = parts.scheme, parts.hostname, "@" in parts.netloc
+    except ValueError:  # a bad port or bracketed host
+        scheme, hostname, has_userinfo = "", None, False
+    if scheme.lower() not in ("http", "https") or not hostname:
         raise _validation("audio_url must be an absolute http(s) URL", "audio_url")
+    if has_userinfo:
+        # Never sent on as credentials, and never kept: the URL is the dedupe identity.
+        raise _validation(
+            "audio_url must not contain credentials (user:password@); use a pre-signed URL",
+            "audio_url",
+        )
     return url
+
+
+_TOO_DEEP: Final = f"request body is nested deeper than {MAX_JSON_DEPTH} levels"
+
+
+def _too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether a parsed JSON value nests lists/objects more than ``limit`` deep.
+
+    Iterative, so the check itself cannot run out of stack.
+
+    Examples
+    --------
+    >>> _too_deep({"a": [[1]]}, 3), _too_deep({"a": [[1]]}, 2)
+    (False, True)
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, (dict, list)):
+            continue
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _hide_userinfo(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``***@`` (for records, not requests).
+
+    Examples
+    --------
+    >>> _hide_userinfo("http://u:p@h/a.wav")
+    'http://***@h/a.wav'
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority_end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority = rest[:authority_end]
+    if "@" not in authority:
+        return url
+    return f"{scheme}://***@{authority.rpartition('@')[2]}{rest[authority_end:]}"
 
 
 def _check_provider(value: Any, *, strict: bool) -> None:
@@ -953,6 +1033,12 @@ def _check_provider(value: Any, *, strict: bool) -> None:
             value = json.loads(value)
         except ValueError as err:
             raise _validation(f"provider must be a JSON object: {err}", "provider") from err
+        except RecursionError as err:
+            raise _validation(
+                f"provider is nested deeper than {MAX_JSON_DEPTH} levels", "provider"
+            ) from err
+        if _too_deep(value):
+            raise _validation(f"provider is nested deeper than {MAX_JSON_DEPTH} levels", "provider")
     if not isinstance(value, dict):
         raise _validation("provider must be a JSON object", "provider")
     for key, item in value.items():

@@ -34,6 +34,7 @@ from phaseo_notebook._gateway._charges import ANY_MODEL, PriceSetting, build_pri
 from phaseo_notebook._gateway._faults import Faults
 from phaseo_notebook._gateway._server import (
     EngineSet,
+    GatewayLimits,
     GatewayServer,
     check_bind_host,
     format_base_url,
@@ -84,6 +85,10 @@ def _make_server(
     workers: int | None,
     price_per_minute: PriceSetting = None,
     limits: AudioLimits | None = None,
+    server_limits: GatewayLimits | None = None,
+    allow_private_urls: bool = False,
+    allowed_url_origins: Iterable[str] = (),
+    allow_remote: bool = False,
 ) -> GatewayServer:
     core = GatewayCore(
         mode=mode,
@@ -99,7 +104,16 @@ def _make_server(
     directory = Path(files_dir) if files_dir is not None else None
     if directory is not None and not directory.is_dir():
         raise ValueError(f"files_dir {str(directory)!r} is not a directory")
-    return GatewayServer(core, engines, faults=faults, files_dir=directory)
+    return GatewayServer(
+        core,
+        engines,
+        faults=faults,
+        files_dir=directory,
+        limits=server_limits,
+        allow_private_urls=allow_private_urls,
+        allowed_url_origins=allowed_url_origins,
+        allow_remote=allow_remote,
+    )
 
 
 async def serve_forever(
@@ -114,6 +128,9 @@ async def serve_forever(
     files_dir: str | os.PathLike[str] | None = None,
     workers: int | None = None,
     allow_remote: bool = False,
+    allow_private_urls: bool = False,
+    allowed_url_origins: Iterable[str] = (),
+    server_limits: GatewayLimits | None = None,
     on_ready: Callable[[str], None] | None = None,
     price_per_minute: PriceSetting = None,
     limits: AudioLimits | None = None,
@@ -141,6 +158,10 @@ async def serve_forever(
         workers=workers,
         price_per_minute=price_per_minute,
         limits=limits,
+        server_limits=server_limits,
+        allow_private_urls=allow_private_urls,
+        allowed_url_origins=allowed_url_origins,
+        allow_remote=allow_remote,
     )
     bound = await server.start(host, port)
     stop = asyncio.Event()
@@ -200,7 +221,9 @@ class LocalGateway:
         Run the server in a subprocess (``python -m phaseo_notebook serve``) rather than
         in a background thread.
     allow_remote : bool
-        Allow a non-loopback ``host``.
+        Allow a non-loopback ``host``, and answer requests whatever their ``Host``
+        header says (otherwise only loopback names and the bound address are accepted,
+        so a web page whose name was re-pointed at 127.0.0.1 gets a 403).
     price_per_minute : float, Mapping of str to float, or None
         What answers cost, in USD per minute of the engine's audio duration: one price for
         every model, or per model (key ``"*"``: the rest). Answers report it as
@@ -214,6 +237,17 @@ class LocalGateway:
         than the maximum, as gpt-4o-transcribe does (thread mode only).
     limits : Mapping of str to (int or None, float or None), or None
         ``{model: (max_bytes, max_seconds)}``: per-model limits replacing the two above.
+    allow_private_urls : bool
+        Let ``audio_url`` point at loopback, private, link-local and metadata addresses.
+        Off by default: whoever can send a request could otherwise make the gateway read
+        from the machine and network it runs in. Its own ``/files/`` route is always
+        allowed.
+    allowed_url_origins : iterable of str
+        ``scheme://host[:port]`` origins that ``audio_url`` may use whatever they resolve
+        to (a media server on the local network).
+    server_limits : GatewayLimits or None
+        Header and body timeouts and the connection cap (see
+        :class:`~phaseo_notebook._gateway._server.GatewayLimits`).
 
     Examples
     --------
@@ -243,6 +277,9 @@ class LocalGateway:
         max_audio_bytes: int | None = None,
         max_audio_seconds: float | None = None,
         limits: Mapping[str, tuple[int | None, float | None]] | None = None,
+        allow_private_urls: bool = False,
+        allowed_url_origins: Iterable[str] = (),
+        server_limits: GatewayLimits | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
@@ -264,6 +301,9 @@ class LocalGateway:
         self._workers = workers
         self._allow_remote = allow_remote
         self._limits = _audio_limits(max_audio_bytes, max_audio_seconds, limits, process=process)
+        self._allow_private_urls = allow_private_urls
+        self._allowed_url_origins = tuple(allowed_url_origins)
+        self._server_limits = server_limits
         self._port: int | None = None
         # Thread mode.
         self._server: GatewayServer | None = None
@@ -412,6 +452,10 @@ class LocalGateway:
             workers=self._workers,
             price_per_minute=self._prices,
             limits=self._limits,
+            server_limits=self._server_limits,
+            allow_private_urls=self._allow_private_urls,
+            allowed_url_origins=self._allowed_url_origins,
+            allow_remote=self._allow_remote,
         )
         loop = asyncio.new_event_loop()
         ready = threading.Event()
@@ -490,6 +534,22 @@ class LocalGateway:
                 cmd += ["--price-per-minute", spec]
         elif self._prices is not None:
             cmd += ["--price-per-minute", repr(float(self._prices))]
+        if self._allow_private_urls:
+            cmd.append("--allow-private-urls")
+        for origin in self._allowed_url_origins:
+            cmd += ["--allow-url-origin", origin]
+        if self._server_limits is not None:
+            limits = self._server_limits
+            cmd += [
+                "--header-timeout",
+                repr(limits.header_timeout),
+                "--body-timeout",
+                repr(limits.body_timeout),
+                "--body-idle-timeout",
+                repr(limits.body_idle_timeout),
+                "--max-connections",
+                str(limits.max_connections),
+            ]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH")) if p

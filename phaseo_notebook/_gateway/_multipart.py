@@ -67,12 +67,21 @@ class FormPart:
         """Whether this part is an upload rather than a text field.
 
         A filename makes it a file; so does a non-text ``Content-Type``, because some
-        clients send raw audio parts with a content type but no filename.
+        clients send raw audio parts with a content type but no filename. JSON counts as
+        text: OpenAPI 3.0 generators send an object property such as ``provider`` as a
+        part of type ``application/json``.
         """
         if self.filename is not None:
             return True
         ctype = self.content_type
-        return ctype is not None and not ctype.lower().startswith("text/")
+        if ctype is None:
+            return False
+        media_type = ctype.partition(";")[0].strip().lower()
+        return not (
+            media_type.startswith("text/")
+            or media_type == "application/json"
+            or media_type.endswith("+json")
+        )
 
     def text(self) -> str:
         """The content decoded as UTF-8.
