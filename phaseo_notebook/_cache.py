@@ -63,7 +63,13 @@ CACHE_SCHEMA = pa.schema(
 )
 
 
-def cache_key(identity: str, model: str, language: str | None, provider: str | None) -> str:
+def cache_key(
+    identity: str,
+    model: str,
+    language: str | None,
+    provider: str | None,
+    options: str | None = None,
+) -> str:
     """The cache key of one request.
 
     Parameters
@@ -74,6 +80,9 @@ def cache_key(identity: str, model: str, language: str | None, provider: str | N
         As sent.
     provider
         Canonical JSON of the provider options (``ProviderOptions.to_json()``), or None.
+    options
+        Canonical JSON of the optional request fields that are set (timestamps, prompt,
+        temperature), or None; keys of requests without them are as they always were.
 
     Examples
     --------
@@ -83,9 +92,10 @@ def cache_key(identity: str, model: str, language: str | None, provider: str | N
     >>> len(a)
     64
     """
-    material = "\x1f".join(
-        (f"v{CACHE_FORMAT_VERSION}", identity, model, language or "", provider or "")
-    )
+    fields = [f"v{CACHE_FORMAT_VERSION}", identity, model, language or "", provider or ""]
+    if options is not None:
+        fields.append(options)
+    material = "\x1f".join(fields)
     return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
 
 

@@ -21,6 +21,7 @@ import traitlets
 
 from .._audio import describe_input, is_missing, normalize_audio
 from .._exceptions import AudioInputError
+from .._frames import OutputColumns, require_column
 from ._shortcuts import make_shortcuts
 from ._store import Decision, DecisionLog
 from ._upload import _PLAYER_FORMAT
@@ -72,30 +73,21 @@ class ReviewWidget(widgets.VBox):  # type: ignore[misc]
     ) -> None:
         if not isinstance(df, pd.DataFrame):
             raise TypeError(f"review needs a pandas DataFrame, not {type(df).__name__}")
-        shown = ", ".join(map(repr, list(df.columns)[:20]))
-        for what, col in (("audio_col", audio_col), ("text_col", text_col)):
-            if col not in df.columns:
-                raise KeyError(
-                    f"{what} {col!r} is not a column of the DataFrame (columns: {shown})"
-                )
+        require_column(df, audio_col, "audio_col")
+        require_column(df, text_col, "text_col")
         if error_col is None:
-            error_col = next((c for c in (f"{text_col}_error", "error") if c in df.columns), None)
-        elif error_col not in df.columns:
-            raise KeyError(
-                f"error_col {error_col!r} is not a column of the DataFrame (columns: {shown})"
-            )
+            own_error = OutputColumns(text_col).error
+            error_col = next((c for c in (own_error, "error") if c in df.columns), None)
+        else:
+            require_column(df, error_col, "error_col")
         if label_col is None:
             label_col = "name" if "name" in df.columns and audio_col != "name" else None
-        elif label_col not in df.columns:
-            raise KeyError(
-                f"label_col {label_col!r} is not a column of the DataFrame (columns: {shown})"
-            )
+        else:
+            require_column(df, label_col, "label_col")
         if flag_col is None:
             flag_col = "needs_review" if "needs_review" in df.columns else None
-        elif flag_col not in df.columns:
-            raise KeyError(
-                f"flag_col {flag_col!r} is not a column of the DataFrame (columns: {shown})"
-            )
+        else:
+            require_column(df, flag_col, "flag_col")
         if save_to is not None and not df.index.is_unique:
             raise ValueError(
                 "review with save_to needs a unique index to match saved decisions to rows;"

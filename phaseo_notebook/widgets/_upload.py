@@ -9,7 +9,6 @@ the page could not show the progress bar moving (or anything else) until the end
 from __future__ import annotations
 
 import html
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -19,16 +18,14 @@ from typing import Any
 import ipywidgets as widgets
 import pandas as pd
 
-from .. import _base_client as B
 from .. import _constants as C
 from .._audio import sniff_audio_format
-from .._batch import BatchResult, transcribe_many_sync
-from .._cache import Cache, resolve_cache
-from .._client import AsyncClient, Client
+from .._batch import BatchResult, run_request_sync
+from .._cache import resolve_cache
+from .._client import AsyncClient, Client, default_model
+from .._request import CacheArg, TranscribeRequest
 
 __all__ = ["UploadWidget", "upload"]
-
-CacheArg = bool | str | os.PathLike[str] | Cache | None
 
 #: What the file chooser offers; content is sniffed anyway, so a wrong extension fails clearly.
 ACCEPT = "audio/*,.wav,.flac,.mp3,.ogg,.opus,.m4a,.mp4,.webm,.aiff,.aac,.amr"
@@ -75,9 +72,8 @@ def uploaded_files(value: Sequence[Any]) -> list[UploadedFile]:
 def _default_model(model: str | None, client: Client | AsyncClient | None) -> str:
     if model is not None:
         return model
-    config = client._config if client is not None else B.resolve_config(None, None)
     # With a gateway configured there is no sensible default: the reader picks one.
-    return C.LOCAL_DEFAULT_MODEL if config.embedded else ""
+    return default_model(client) or ""
 
 
 def _model_options(chosen: str) -> list[str]:
@@ -308,7 +304,7 @@ class UploadWidget(widgets.VBox):  # type: ignore[misc]
     ) -> None:
         started = time.monotonic()
         try:
-            result = transcribe_many_sync(
+            request = TranscribeRequest(
                 [f.content for f in files],
                 model=model,
                 language=language,
@@ -317,6 +313,7 @@ class UploadWidget(widgets.VBox):  # type: ignore[misc]
                 progress=False,
                 on_progress=self._on_progress,
             )
+            result = run_request_sync(request)
         except Exception as err:  # shown in the cell: a thread's traceback would be lost
             self.error = err
             self.progress.bar_style = "danger"
