@@ -127,7 +127,8 @@ class _BaseClient:
         Examples
         --------
         >>> import phaseo_notebook as pn
-        >>> pn.Client(base_url="http://127.0.0.1:9").default_model is None
+        >>> with pn.Client(base_url="http://127.0.0.1:9") as c:
+        ...     c.default_model is None
         True
         """
         return B.default_model(self._config)
@@ -145,8 +146,8 @@ class _BaseClient:
         """Check the per-call options once and choose the route; ``send`` then sends it.
 
         The route is ``"embedded"`` (answered in this process) for a ``local/*`` model when
-        no gateway is configured, ``"http"`` otherwise. A remote model with no key fails
-        here, before any I/O.
+        no base URL is set (argument or ``PHASEO_BASE_URL``) and no custom transport is
+        given, ``"http"`` otherwise. A remote model with no key fails here, before any I/O.
 
         Raises
         ------
@@ -455,7 +456,8 @@ def default_model(client: Client | AsyncClient | None = None) -> str | None:
     Examples
     --------
     >>> import phaseo_notebook as pn
-    >>> default_model(pn.Client(api_key="sk-test")) is None
+    >>> with pn.Client(api_key="sk-test") as c:
+    ...     default_model(c) is None
     True
     """
     if client is not None:
