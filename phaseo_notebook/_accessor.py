@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
-from ._batch import BatchResult, run_request, run_request_sync
+from ._batch import run_request, run_request_sync
 from ._client import AsyncClient, Client
-from ._frames import OutputColumns, frame_inputs
+from ._frames import frame_request, with_outputs
 from ._request import CacheArg, ErrorsMode, TranscribeRequest
 from ._types import ProviderOptions
 
@@ -28,33 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["SttDataFrameAccessor", "SttSeriesAccessor"]
 
 log = logging.getLogger("phaseo_notebook")
-
-
-def frame_request(
-    df: pd.DataFrame,
-    col: Any,
-    *,
-    language: str | None = None,
-    language_col: Any = None,
-    **options: Any,
-) -> TranscribeRequest:
-    """The run request of a DataFrame front: ``df[col]`` (and ``df[language_col]``), checked.
-
-    ``options`` are the other :class:`TranscribeRequest` fields (``model``, ``out_col``, ...).
-
-    Examples
-    --------
-    >>> df = pd.DataFrame({"audio": ["https://x/a.wav"]})
-    >>> frame_request(df, "audio", model="local/fake").inputs
-    ['https://x/a.wav']
-    """
-    inputs, languages = frame_inputs(df, col, language, language_col)
-    return TranscribeRequest(inputs, language=language, languages=languages, **options)
-
-
-def with_outputs(df: pd.DataFrame, request: TranscribeRequest, result: BatchResult) -> pd.DataFrame:
-    """``df`` with the columns of a finished run, named after the request's ``out_col``."""
-    return OutputColumns(request.out_col, request.metadata).assign(df, result)
 
 
 @pd.api.extensions.register_dataframe_accessor("stt")

@@ -320,10 +320,9 @@ def _fatal(command: str, message: str) -> int:
 
 
 def _run_transcribe(args: argparse.Namespace) -> int:
-    from phaseo_notebook._accessor import frame_request, with_outputs
     from phaseo_notebook._batch import run_request_sync
     from phaseo_notebook._exceptions import PhaseoError
-    from phaseo_notebook._frames import METADATA_FIELDS, OutputColumns
+    from phaseo_notebook._frames import METADATA_FIELDS, OutputColumns, frame_request, with_outputs
 
     columns = OutputColumns(args.text_col, metadata=True)
     try:

@@ -14,12 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from ._accessor import frame_request
 from ._batch import BatchResult, run_request_sync
 from ._cache import resolve_cache
 from ._client import AsyncClient, Client
 from ._extras import require
-from ._frames import require_column
+from ._frames import frame_request, require_column
 from ._quality import _frame_html, score_texts
 from ._request import CacheArg, ErrorsMode
 from ._types import ProviderOptions

@@ -1,8 +1,9 @@
 """DataFrame plumbing shared by every front: column checks in, output columns out.
 
 The pandas accessor, the Dask accessor, the CLI, the review cell and ``df.stt.compare`` all
-read their inputs through :func:`require_column` / :func:`frame_inputs` and name what they
-add through :class:`OutputColumns`, so a message or a column name is written once.
+read their inputs through :func:`require_column` / :func:`frame_inputs` (and build their run
+request with :func:`frame_request`) and name what they add through :class:`OutputColumns`
+(:func:`with_outputs`), so a message or a column name is written once.
 
 Output columns of a run whose text column is ``out_col`` (default ``"text"``):
 
@@ -25,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from ._request import TranscribeRequest
+
 if TYPE_CHECKING:
     from ._batch import BatchResult
 
@@ -35,7 +38,9 @@ __all__ = [
     "assign_columns",
     "check_language_choice",
     "frame_inputs",
+    "frame_request",
     "require_column",
+    "with_outputs",
 ]
 
 #: Metadata columns (suffixes of ``out_col``), each the :class:`BatchResult` list of that name.
@@ -112,6 +117,33 @@ def frame_inputs(
         return df[col].tolist(), None
     require_column(df, language_col, "language column")
     return df[col].tolist(), df[language_col].tolist()
+
+
+def frame_request(
+    df: pd.DataFrame,
+    col: Any,
+    *,
+    language: str | None = None,
+    language_col: Any = None,
+    **options: Any,
+) -> TranscribeRequest:
+    """The run request of a DataFrame front: ``df[col]`` (and ``df[language_col]``), checked.
+
+    ``options`` are the other :class:`TranscribeRequest` fields (``model``, ``out_col``, ...).
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"audio": ["https://x/a.wav"]})
+    >>> frame_request(df, "audio", model="local/fake").inputs
+    ['https://x/a.wav']
+    """
+    inputs, languages = frame_inputs(df, col, language, language_col)
+    return TranscribeRequest(inputs, language=language, languages=languages, **options)
+
+
+def with_outputs(df: pd.DataFrame, request: TranscribeRequest, result: BatchResult) -> pd.DataFrame:
+    """``df`` with the columns of a finished run, named after the request's ``out_col``."""
+    return OutputColumns(request.out_col, request.metadata).assign(df, result)
 
 
 @dataclass(frozen=True, slots=True)
