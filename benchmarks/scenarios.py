@@ -331,13 +331,14 @@ def _instant_transport() -> httpx.MockTransport:
 async def _bare_sends(
     client: pn.AsyncClient, sources: Sequence[AudioSource], concurrency: int
 ) -> list[str]:
-    """The client alone: ``AsyncClient._send`` for each source, ``concurrency`` at a time."""
+    """The client alone: ``AsyncClient.send`` for each source, ``concurrency`` at a time."""
     texts: list[str] = [""] * len(sources)
     todo: Iterator[int] = iter(range(len(sources)))
+    call = client.prepare(MODEL)
 
     async def worker() -> None:
         for i in todo:
-            texts[i] = (await client._send(sources[i], MODEL, None, None, False)).text
+            texts[i] = (await client.send(sources[i], call)).text
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return texts

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
-from ._batch import BatchResult, ErrorsMode, transcribe_many, transcribe_many_sync
-from ._cache import Cache
+from ._batch import run_request, run_request_sync
 from ._client import AsyncClient, Client
+from ._frames import frame_request, with_outputs
+from ._request import CacheArg, ErrorsMode, TranscribeRequest
 from ._types import ProviderOptions
 
 if TYPE_CHECKING:
@@ -27,47 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["SttDataFrameAccessor", "SttSeriesAccessor"]
 
 log = logging.getLogger("phaseo_notebook")
-
-CacheArg = bool | str | os.PathLike[str] | Cache | None
-
-
-def _require_column(df: pd.DataFrame, col: Any, what: str) -> None:
-    if col not in df.columns:
-        shown = ", ".join(map(repr, list(df.columns)[:20]))
-        raise KeyError(f"{what} {col!r} is not a column of the DataFrame (columns: {shown})")
-
-
-def _result_columns(result: BatchResult, out_col: str, metadata: bool) -> dict[str, list[Any]]:
-    columns: dict[str, list[Any]] = {out_col: result.text, f"{out_col}_error": result.error}
-    if metadata:
-        columns.update(
-            {
-                f"{out_col}_cached": result.cached,
-                f"{out_col}_provider": result.provider,
-                f"{out_col}_duration": result.duration,
-                f"{out_col}_cost": result.cost,
-                f"{out_col}_latency": result.latency,
-                f"{out_col}_request_id": result.request_id,
-                f"{out_col}_language": result.language,
-            }
-        )
-    return columns
-
-
-def _assign(df: pd.DataFrame, columns: dict[str, list[Any]]) -> pd.DataFrame:
-    out = df.copy()
-    for name, values in columns.items():
-        # Positional assignment: correct for any index, duplicated or MultiIndex.
-        out[name] = pd.Series(values, index=df.index, dtype=_dtype_for(name, values))
-    return out
-
-
-def _dtype_for(name: str, values: list[Any]) -> str | None:
-    if name.endswith("_cached"):
-        return "bool"
-    if name.endswith(("_duration", "_cost", "_latency")):
-        return "float64"
-    return None
 
 
 @pd.api.extensions.register_dataframe_accessor("stt")
@@ -85,21 +45,6 @@ class SttDataFrameAccessor:
 
     def __init__(self, pandas_obj: pd.DataFrame) -> None:
         self._obj = pandas_obj
-
-    def _arguments(
-        self, col: str, language: str | None, language_col: str | None, out_col: str
-    ) -> tuple[list[Any], list[Any] | None]:
-        df = self._obj
-        _require_column(df, col, "audio column")
-        if language is not None and language_col is not None:
-            raise ValueError("give either language= or language_col=, not both")
-        if not isinstance(out_col, str) or not out_col:
-            raise ValueError(f"out_col must be a non-empty string, not {out_col!r}")
-        languages = None
-        if language_col is not None:
-            _require_column(df, language_col, "language column")
-            languages = df[language_col].tolist()
-        return df[col].tolist(), languages
 
     def transcribe(
         self,
@@ -162,21 +107,23 @@ class SttDataFrameAccessor:
         >>> df = pd.DataFrame({"audio": [str(p) for p in pn.sample_paths()]})
         >>> out = df.stt.transcribe(col="audio", progress=False)  # embedded engine, offline
         """
-        inputs, languages = self._arguments(col, language, language_col, out_col)
-        result = transcribe_many_sync(
-            inputs,
+        request = frame_request(
+            self._obj,
+            col,
             model=model,
             language=language,
-            languages=languages,
+            language_col=language_col,
             provider=provider,
+            out_col=out_col,
             concurrency=concurrency,
             cache=cache,
             errors=errors,
             progress=progress,
             client=client,
             deadline=deadline,
+            metadata=metadata,
         )
-        return _assign(self._obj, _result_columns(result, out_col, metadata))
+        return with_outputs(self._obj, request, run_request_sync(request))
 
     async def atranscribe(
         self,
@@ -202,21 +149,23 @@ class SttDataFrameAccessor:
         >>> async def run(df):
         ...     return await df.stt.atranscribe(col="audio", model="local/fake", progress=False)
         """
-        inputs, languages = self._arguments(col, language, language_col, out_col)
-        result = await transcribe_many(
-            inputs,
+        request = frame_request(
+            self._obj,
+            col,
             model=model,
             language=language,
-            languages=languages,
+            language_col=language_col,
             provider=provider,
+            out_col=out_col,
             concurrency=concurrency,
             cache=cache,
             errors=errors,
             progress=progress,
             client=client,
             deadline=deadline,
+            metadata=metadata,
         )
-        return _assign(self._obj, _result_columns(result, out_col, metadata))
+        return with_outputs(self._obj, request, await run_request(request))
 
     # -- quality, comparison and exports: thin fronts over _quality, _compare and _export --
 
@@ -570,7 +519,7 @@ class SttSeriesAccessor:
         >>> pd.Series([None]).stt.transcribe(model="local/fake", progress=False).isna().all()
         np.True_
         """
-        result = transcribe_many_sync(
+        request = TranscribeRequest(
             self._obj.tolist(),
             model=model,
             language=language,
@@ -582,6 +531,7 @@ class SttSeriesAccessor:
             client=client,
             deadline=deadline,
         )
+        result = run_request_sync(request)
         if result.errors:
             log.warning(
                 "%d of %d rows failed; df.stt.transcribe(...) keeps an error column with the reasons",

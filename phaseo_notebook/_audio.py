@@ -155,8 +155,11 @@ def describe_input(audio: object, limit: int = 80) -> str:
     if isinstance(audio, str):
         if audio.startswith("data:"):
             return f"<data URI, {len(audio)} characters>"
-        text = audio if len(audio) <= limit else audio[: limit - 3] + "..."
-        return repr(text)
+        if len(audio) > limit:
+            # Keep the end: a long path's file name is what tells rows apart.
+            tail = limit // 2
+            audio = audio[: limit - 3 - tail] + "..." + audio[-tail:]
+        return repr(audio)
     if isinstance(audio, os.PathLike):
         return describe_input(os.fspath(audio), limit)
     text = repr(audio)

@@ -8,9 +8,12 @@ loop and their sleep, so both behave identically by construction.
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
 import email.utils
 import json
 import logging
+import math
 import os
 import random
 import sys
@@ -49,6 +52,10 @@ from ._version import __version__
 log = logging.getLogger("phaseo_notebook")
 
 UploadMode = Literal["contract", "file"]
+#: Where a prepared call goes: the gateway over HTTP, or the engine in this process.
+Route = Literal["http", "embedded"]
+Timestamps = Literal["segment", "word"]
+TIMESTAMP_GRANULARITIES: tuple[str, ...] = ("segment", "word")
 
 _STATUS_ERRORS: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
@@ -76,6 +83,142 @@ class ResolvedConfig:
     def embedded(self) -> bool:
         """No gateway configured at all: local models run in-process."""
         return self.api_key is None and not self.base_url_explicit
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    """Everything that rebuilds a client elsewhere (a Dask worker, an async twin); picklable.
+
+    Environment fallbacks are already applied where the settings were taken, so a worker
+    with other environment variables builds the same client. ``base_url`` is None when the
+    default gateway applies (so a key-less worker still runs ``local/*`` models in-process).
+
+    Examples
+    --------
+    >>> import pickle
+    >>> s = ClientSettings(api_key=None, base_url=None, timeout=httpx.Timeout(5.0))
+    >>> pickle.loads(pickle.dumps(s)) == s
+    True
+    """
+
+    api_key: str | None
+    base_url: str | None
+    timeout: httpx.Timeout
+    max_retries: int = C.DEFAULT_MAX_RETRIES
+    allow_insecure_http: bool = False
+
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of ``Client(...)`` / ``AsyncClient(...)``."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedCall:
+    """One checked set of per-request options and the route they take; see ``prepare``.
+
+    Built once per run by ``Client.prepare`` / ``AsyncClient.prepare`` and sent with any
+    number of sources by ``send``. Options left at None are not sent.
+
+    Attributes
+    ----------
+    model, language, provider
+        As sent (``provider`` parsed; ``provider_json`` its canonical JSON).
+    route
+        ``"http"`` (the configured gateway) or ``"embedded"`` (answered in this process).
+    timestamps, prompt, temperature
+        Optional request fields: ``timestamp_granularities``, ``prompt``, ``temperature``.
+    """
+
+    model: str
+    language: str | None = None
+    provider: ProviderOptions | None = None
+    route: Route = "http"
+    timestamps: Timestamps | None = None
+    prompt: str | None = None
+    temperature: float | None = None
+    provider_json: str | None = None
+    #: Canonical JSON of the optional fields that are set (None when none is): they change
+    #: the answer, so they are part of the cache key.
+    options_json: str | None = None
+
+    @property
+    def embedded(self) -> bool:
+        """True when the call is answered in this process."""
+        return self.route == "embedded"
+
+    def with_language(self, language: str | None) -> PreparedCall:
+        """The same call for another (already checked) language."""
+        if language == self.language:
+            return self
+        return dataclasses.replace(self, language=language)
+
+
+def check_call_options(
+    timestamps: object, prompt: object, temperature: object
+) -> tuple[Timestamps | None, str | None, float | None]:
+    """Check the optional request fields once; returns them as sent.
+
+    Raises
+    ------
+    ValueError
+        Naming the option: ``timestamps`` not ``"segment"``/``"word"``, ``prompt`` not a
+        string, ``temperature`` not a number in ``[0, 1]``.
+
+    Examples
+    --------
+    >>> check_call_options("word", None, 0)
+    ('word', None, 0.0)
+    """
+    if timestamps is not None and timestamps not in TIMESTAMP_GRANULARITIES:
+        raise ValueError(f"timestamps must be 'segment', 'word' or None, not {timestamps!r}")
+    if prompt is not None:
+        if not isinstance(prompt, str):
+            raise ValueError(f"prompt must be a string or None, not {type(prompt).__name__}")
+        check_encodable("prompt", prompt)
+    temp: float | None = None
+    if temperature is not None:
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, int | float)
+            or not math.isfinite(temperature)
+            or not 0 <= temperature <= 1
+        ):
+            raise ValueError(f"temperature must be a number from 0 to 1, not {temperature!r}")
+        temp = float(temperature)
+    return timestamps, prompt, temp  # type: ignore[return-value]
+
+
+def options_json(
+    timestamps: Timestamps | None, prompt: str | None, temperature: float | None
+) -> str | None:
+    """Canonical JSON of the optional fields that are set; None when none is.
+
+    Examples
+    --------
+    >>> options_json(None, None, None) is None, options_json("word", None, 0.0)
+    (True, '{"temperature":0.0,"timestamps":"word"}')
+    """
+    chosen = {
+        name: value
+        for name, value in (
+            ("timestamps", timestamps),
+            ("prompt", prompt),
+            ("temperature", temperature),
+        )
+        if value is not None
+    }
+    return json.dumps(chosen, sort_keys=True, separators=(",", ":")) if chosen else None
+
+
+def default_model(config: ResolvedConfig) -> str | None:
+    """The model used when none is given: the embedded default with no gateway configured.
+
+    Examples
+    --------
+    >>> default_model(ResolvedConfig(api_key=None, base_url="https://x", base_url_explicit=False))
+    'local/pocketsphinx'
+    """
+    return C.LOCAL_DEFAULT_MODEL if config.embedded else None
 
 
 def resolve_config(
@@ -123,8 +266,9 @@ def choose_model(model: str | None, config: ResolvedConfig) -> str:
             raise ConfigurationError(f"model must be a non-empty string, not {model!r}")
         check_encodable("model", model)
         return model
-    if config.embedded:
-        return C.LOCAL_DEFAULT_MODEL
+    chosen = default_model(config)
+    if chosen is not None:
+        return chosen
     raise ConfigurationError(
         "no model given: pass model='openai/whisper-1' (or another gateway model),"
         f" or model={C.LOCAL_DEFAULT_MODEL!r} for the embedded offline engine"
@@ -199,6 +343,9 @@ def build_multipart(
     provider: ProviderOptions | None,
     mode: UploadMode,
     data: bytes | None = None,
+    timestamps: Timestamps | None = None,
+    prompt: str | None = None,
+    temperature: float | None = None,
 ) -> list[tuple[str, tuple[str | None, str | bytes] | tuple[str, bytes, str]]]:
     """The multipart/form-data parts of one transcription request.
 
@@ -211,6 +358,9 @@ def build_multipart(
         ``"file"``: a ``file`` part with a filename and an audio MIME type (the live gateway).
     data
         The audio bytes, for everything but a URL in contract mode.
+    timestamps, prompt, temperature
+        Optional fields, sent only when given (``timestamps`` as
+        ``timestamp_granularities``).
 
     Examples
     --------
@@ -236,6 +386,12 @@ def build_multipart(
         parts.append(("language", (None, language)))
     if provider is not None:
         parts.append(("provider", (None, provider.to_json())))
+    if timestamps is not None:
+        parts.append(("timestamp_granularities", (None, timestamps)))
+    if prompt is not None:
+        parts.append(("prompt", (None, prompt)))
+    if temperature is not None:
+        parts.append(("temperature", (None, repr(temperature))))
     return parts
 
 
@@ -404,6 +560,51 @@ def translate_transport_error(err: BaseException) -> APIConnectionError:
         return APITimeoutError(f"no answer in time ({name})")
     detail = str(err) or name
     return APIConnectionError(f"connection failed: {name}: {detail}")
+
+
+class _TransportErrorMap:
+    """See :func:`map_transport_errors`; stateless, so one instance serves every request."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        if exc is None or not isinstance(exc, Exception):
+            return
+        if isinstance(exc, httpx.TransportError | TimeoutError) or _is_aiohttp_error(exc):
+            raise translate_transport_error(exc) from exc
+
+
+def _is_aiohttp_error(exc: BaseException) -> bool:
+    # aiohttp errors that httpx-aiohttp does not map reach us raw.
+    return type(exc).__module__.split(".")[0] == "aiohttp"
+
+
+_TRANSPORT_ERROR_MAP = _TransportErrorMap()
+
+
+def map_transport_errors() -> contextlib.AbstractContextManager[None]:
+    """Translate foreign transport failures raised in the block into :class:`APIConnectionError`.
+
+    The one translation the sync and async send loops share (as httpx's
+    ``map_httpcore_exceptions``): httpx transport errors, a ``TimeoutError`` (the attempt
+    deadline) and raw aiohttp errors become :class:`APIConnectionError` or
+    :class:`APITimeoutError`, chained with ``raise ... from``. Anything else passes through.
+
+    Examples
+    --------
+    >>> try:
+    ...     with map_transport_errors():
+    ...         raise httpx.ConnectTimeout("slow")
+    ... except APITimeoutError as err:
+    ...     type(err.__cause__).__name__
+    'ConnectTimeout'
+    """
+    return _TRANSPORT_ERROR_MAP
 
 
 def is_retryable(err: APIError) -> bool:

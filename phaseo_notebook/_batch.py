@@ -24,10 +24,16 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from ._audio import AudioSource, is_missing, normalize_audio
-from ._base_client import check_encodable, is_retryable
+from ._base_client import (
+    ClientSettings,
+    PreparedCall,
+    Timestamps,
+    check_encodable,
+    is_retryable,
+)
 from ._cache import Cache, CacheRecord, cache_key, resolve_cache
 from ._client import AsyncClient, Client
 from ._exceptions import (
@@ -42,19 +48,29 @@ from ._exceptions import (
     PhaseoError,
 )
 from ._progress import ProgressBar, progress_enabled
+from ._request import (
+    DEFAULT_FLUSH_INTERVAL,
+    DEFAULT_ROW_RETRIES,
+    CacheArg,
+    ErrorsMode,
+    TranscribeRequest,
+)
 from ._types import ProviderOptions, TranscriptionResult
 
 __all__ = [
     "AimdPolicy",
     "BatchResult",
     "ErrorsMode",
+    "TranscribeRequest",
+    "request_cache_key",
+    "run_request",
+    "run_request_sync",
     "run_sync",
     "transcribe_many",
     "transcribe_many_sync",
 ]
 
 T = TypeVar("T")
-ErrorsMode = Literal["store", "raise"]
 
 #: Errors that doom every row: stop the run instead of sending thousands of failing requests.
 FATAL_ERRORS: tuple[type[BaseException], ...] = (
@@ -65,9 +81,6 @@ FATAL_ERRORS: tuple[type[BaseException], ...] = (
 )
 #: Answers that mean "too much load": they shrink the in-flight limit.
 CONGESTION_STATUSES = frozenset({429, 502, 503})
-DEFAULT_FLUSH_INTERVAL = 2.0
-#: Extra passes over rows whose request still failed transiently after the client's retries.
-DEFAULT_ROW_RETRIES = 3
 _FLUSH_ROWS = 5000
 _HASH_THREADS = 4
 
@@ -219,7 +232,7 @@ class _Job:
     key: str
     identity: str
     source: AudioSource
-    language: str | None
+    call: PreparedCall
     rows: list[int]
     attempts: int = 0
 
@@ -285,86 +298,71 @@ class BatchResult:
 # --------------------------------------------------------------------------- the engine
 
 
-def _async_twin(client: Client | AsyncClient, concurrency: int) -> AsyncClient:
-    """An AsyncClient with ``client``'s settings and the upload mode it has learnt."""
-    twin = AsyncClient(**client._settings(), max_connections=max(concurrency, 16))
-    twin._upload_mode = client._upload_mode
-    return twin
+class _RunClient:
+    """The client a run sends through, chosen once from what the request names.
 
+    An :class:`AsyncClient` on the run's own loop in every case but one: a sync
+    :class:`Client` with a custom transport (a ``MockTransport``, say) cannot be moved to
+    asyncio, so the run sends through it from worker threads. An ``AsyncClient`` is tied to
+    the loop it first ran on; the sync entry point runs on a private loop, so there it gets
+    a twin with the same settings and the upload mode it has learnt.
+    """
 
-class _SendFn:
-    """Adapts whatever client was given to one coroutine ``send(source, language, on_retry)``."""
-
-    def __init__(self, client: Client | AsyncClient | None, concurrency: int, inside_loop: bool):
+    def __init__(
+        self,
+        client: Client | AsyncClient | ClientSettings | None,
+        concurrency: int,
+        inside_loop: bool,
+    ) -> None:
+        connections = max(concurrency, 16)
         self.owned: AsyncClient | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self.sync_client: Client | None = None
+        self._threads: ThreadPoolExecutor | None = None
+        self._sync: Client | None = None
         if client is None:
-            self.owned = AsyncClient(max_connections=max(concurrency, 16))
-            self.client: Client | AsyncClient = self.owned
-        elif isinstance(client, AsyncClient):
-            if inside_loop or client._has_transport:
-                self.client = client
-            else:
-                # An AsyncClient is tied to the loop it first ran on; the sync path runs on a
-                # private loop, so it gets a twin with the same settings.
-                self.client = self.owned = _async_twin(client, concurrency)
-        elif isinstance(client, Client):
-            if client._has_transport:
-                # A custom sync transport (e.g. a MockTransport) cannot be moved to asyncio:
-                # send through the given client itself, from worker threads.
-                self.sync_client = client
-                self._executor = ThreadPoolExecutor(max_workers=concurrency)
-                self.client = client
-            else:
-                self.client = self.owned = _async_twin(client, concurrency)
-        else:
-            raise TypeError(
-                f"client must be a phaseo_notebook Client or AsyncClient, not {type(client).__name__}"
+            self.client: Client | AsyncClient = AsyncClient(max_connections=connections)
+            self.owned = self.client
+        elif isinstance(client, ClientSettings):
+            self.client = self.owned = AsyncClient.from_settings(
+                client, max_connections=connections
             )
-
-    def resolve(
-        self, model: str | None, language: str | None, provider: Any
-    ) -> tuple[str, str | None, ProviderOptions | None, bool]:
-        return self.client._resolve(model, language, provider)
+        elif isinstance(client, AsyncClient) and (inside_loop or client.has_custom_transport):
+            self.client = client
+        elif isinstance(client, Client) and client.has_custom_transport:
+            self.client = self._sync = client
+            self._threads = ThreadPoolExecutor(max_workers=concurrency)
+        else:
+            self.client = self.owned = client.to_async(max_connections=connections)
 
     async def send(
-        self,
-        source: AudioSource,
-        model: str,
-        language: str | None,
-        options: ProviderOptions | None,
-        embedded: bool,
-        on_retry: Callable[[APIError], None],
+        self, source: AudioSource, call: PreparedCall, on_retry: Callable[[APIError], None]
     ) -> TranscriptionResult:
-        if self.sync_client is not None:
-            loop = asyncio.get_running_loop()
-            client = self.sync_client
-            return await loop.run_in_executor(
-                self._executor,
-                lambda: client._send(source, model, language, options, embedded, on_retry),
+        if self._sync is not None:
+            client = self._sync
+            return await asyncio.get_running_loop().run_in_executor(
+                self._threads, lambda: client.send(source, call, on_retry)
             )
         assert isinstance(self.client, AsyncClient)
-        return await self.client._send(source, model, language, options, embedded, on_retry)
+        return await self.client.send(source, call, on_retry)
 
     async def aclose(self) -> None:
         if self.owned is not None:
             await self.owned.aclose()
-        if self.sync_client is not None and self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
 
 
 def _plan(
     inputs: Sequence[object],
     languages: Sequence[object] | None,
-    language: str | None,
-    model: str,
-    provider_json: str | None,
+    call: PreparedCall,
     result: BatchResult,
     errors: ErrorsMode,
 ) -> dict[str, _Job]:
     """Normalise every input, compute identities and keys, and group rows into jobs."""
     n = len(inputs)
+    language = call.language
+    # One prepared call per distinct language, shared by its jobs.
+    calls: dict[str | None, PreparedCall] = {language: call}
     jobs: dict[str, _Job] = {}
     # The same value (a URL, a path string or a clip repeated across rows) is normalised and
     # hashed once, whatever the language of each row: checking it does not depend on that.
@@ -432,37 +430,62 @@ def _plan(
             if errors == "raise":
                 raise identity
             continue
-        key = cache_key(identity, model, lang, provider_json)
+        key = cache_key(identity, call.model, lang, call.provider_json, call.options_json)
         job = jobs.get(key)
         if job is None:
-            jobs[key] = _Job(key, identity, src, lang, [i])
+            row_call = calls.get(lang)
+            if row_call is None:
+                row_call = calls[lang] = call.with_language(lang)
+            jobs[key] = _Job(key, identity, src, row_call, [i])
         else:
             job.rows.append(i)
     return jobs
+
+
+def request_cache_key(
+    value: object, language: object, call: PreparedCall, *, by_row: bool = True
+) -> str | None:
+    """The cache key a run with ``call`` gives one row, or None when the run refuses the row.
+
+    The same identity :func:`_plan` computes (the URL, or the sha256 of the bytes, a file's
+    included), so a front that splits a run (Dask) deduplicates exactly as the engine and
+    the cache do. ``language`` is the row's own (checked as the engine checks it) when
+    ``by_row``; otherwise the call's language applies.
+
+    Examples
+    --------
+    >>> from phaseo_notebook._base_client import PreparedCall
+    >>> call = PreparedCall(model="m")
+    >>> key = request_cache_key("https://x/a.wav", None, call)
+    >>> key == cache_key("url:https://x/a.wav", "m", None, None)
+    True
+    >>> request_cache_key(None, None, call) is None
+    True
+    """
+    try:
+        lang = _clean_language(language) if by_row else call.language
+        identity = normalize_audio(value).identity()
+    except ValueError:  # AudioInputError and ConfigurationError included
+        return None
+    return cache_key(identity, call.model, lang, call.provider_json, call.options_json)
 
 
 def _serve_from_cache(
     store: Cache, jobs: dict[str, _Job], result: BatchResult, todo: deque[_Job]
 ) -> int:
     """Fill the rows of every job the cache holds; queue the others. Returns rows filled."""
-    keys = list(jobs)
-    hit_jobs: list[_Job] = []
-    hit_positions: list[int] = []
-    for key, pos in zip(keys, store.lookup(keys).tolist(), strict=True):
-        if pos < 0:
-            todo.append(jobs[key])
-        else:
-            hit_jobs.append(jobs[key])
-            hit_positions.append(pos)
-    # One JSON parse for all hits: a fully cached rerun of 100k rows is mostly this loop.
+    answers = store.get_many(jobs)
     cached_rows = 0
-    for job, pos, raw in zip(hit_jobs, hit_positions, store.raws_at(hit_positions), strict=True):
-        raw["text"] = store.text_at(pos)
-        _fill(result, job.rows, TranscriptionResult.from_body(raw), latency=None)
+    for key, job in jobs.items():
+        answer = answers.get(key)
+        if answer is None:
+            todo.append(job)
+            continue
+        _fill(result, job.rows, answer, latency=None)
         for r in job.rows:
             result.cached[r] = True
         cached_rows += len(job.rows)
-    result.cache_hits = len(hit_jobs)
+    result.cache_hits = len(answers)
     return cached_rows
 
 
@@ -495,6 +518,9 @@ async def transcribe_many(
     row_retries: int = DEFAULT_ROW_RETRIES,
     flush_interval: float = DEFAULT_FLUSH_INTERVAL,
     on_progress: Callable[[int, int], None] | None = None,
+    timestamps: Timestamps | None = None,
+    prompt: str | None = None,
+    temperature: float | None = None,
     _inside_loop: bool = True,
 ) -> BatchResult:
     """Transcribe many inputs concurrently; one outcome per input, in input order.
@@ -525,6 +551,9 @@ async def transcribe_many(
         Times a row whose request kept failing transiently is put back in the queue.
     flush_interval
         Seconds between cache flushes; a killed process loses at most this much paid work.
+    timestamps, prompt, temperature
+        Optional request fields (``timestamp_granularities``, ``prompt``, ``temperature``),
+        sent only when given.
     on_progress
         Called with ``(rows done, rows in all)`` as rows finish (cached, sent or failed), on
         the thread the engine runs on; it must be quick. Drives a widget's progress bar.
@@ -547,38 +576,62 @@ async def transcribe_many(
     >>> len(res.text)
     2
     """
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise ValueError(f"concurrency must be an integer >= 1, not {concurrency!r}")
-    if errors not in ("store", "raise"):
-        raise ValueError(f"errors must be 'store' or 'raise', not {errors!r}")
-    if languages is not None and len(languages) != len(inputs):
-        raise ValueError(
-            f"languages has {len(languages)} values for {len(inputs)} inputs; they must match"
-        )
-    if deadline is not None and (
-        isinstance(deadline, bool)
-        or not isinstance(deadline, int | float)
-        or not math.isfinite(deadline)
-        or deadline <= 0
-    ):
-        raise ValueError(
-            f"deadline must be a positive, finite number of seconds or None, not {deadline!r}"
-        )
+    request = TranscribeRequest(
+        inputs,
+        model=model,
+        language=language,
+        languages=languages,
+        provider=provider,
+        concurrency=concurrency,
+        cache=cache,
+        errors=errors,
+        progress=progress,
+        client=client,
+        deadline=deadline,
+        timestamps=timestamps,
+        prompt=prompt,
+        temperature=temperature,
+        row_retries=row_retries,
+        flush_interval=flush_interval,
+        on_progress=on_progress,
+    )
+    return await run_request(request, inside_loop=_inside_loop)
+
+
+async def run_request(request: TranscribeRequest, *, inside_loop: bool = True) -> BatchResult:
+    """Run a checked :class:`TranscribeRequest`; what every front ends up calling.
+
+    ``inside_loop`` is False when called through :func:`run_request_sync`, whose private
+    event loop a caller's :class:`AsyncClient` is not bound to.
+
+    Examples
+    --------
+    >>> import asyncio, phaseo_notebook as pn
+    >>> req = TranscribeRequest([str(pn.sample_paths()[0])], model="local/fake", cache=False,
+    ...                         progress=False)
+    >>> asyncio.run(run_request(req)).errors
+    0
+    """
     started = time.monotonic()
+    deadline = request.deadline
+    errors = request.errors
     # Counted from the call, so reading and hashing the inputs is part of the budget.
     deadline_at = None if deadline is None else asyncio.get_running_loop().time() + deadline
-    n = len(inputs)
+    n = len(request.inputs)
     result = BatchResult.empty(n)
-    store = resolve_cache(cache)
-    sender = _SendFn(client, concurrency, _inside_loop)
+    store = resolve_cache(request.cache)
+    sender = _RunClient(request.client, request.concurrency, inside_loop)
     try:
-        model_name, language, options, embedded = sender.resolve(model, language, provider)
-        provider_json = options.to_json() if options is not None else None
+        call = sender.client.prepare(
+            request.model, request.language, request.provider, **request.call_options()
+        )
         with _gc_paused():
-            jobs = _plan(inputs, languages, language, model_name, provider_json, result, errors)
+            jobs = _plan(request.inputs, request.languages, call, result, errors)
         result.distinct = len(jobs)
 
-        bar = ProgressBar(n, enabled=progress_enabled(progress), on_update=on_progress)
+        bar = ProgressBar(
+            n, enabled=progress_enabled(request.progress), on_update=request.on_progress
+        )
         invalid = result.errors  # rows refused while planning
         bar.update(invalid, errors=invalid)
         todo: deque[_Job] = deque()
@@ -591,20 +644,7 @@ async def transcribe_many(
 
         try:
             async with asyncio.timeout_at(deadline_at):
-                await _send_all(
-                    todo,
-                    sender,
-                    model_name,
-                    options,
-                    embedded,
-                    concurrency,
-                    store,
-                    result,
-                    bar,
-                    errors,
-                    row_retries,
-                    flush_interval,
-                )
+                await _send_all(todo, sender, request, store, result, bar)
         except TimeoutError:
             if errors == "raise":
                 raise APITimeoutError(f"batch deadline of {deadline} s reached") from None
@@ -629,20 +669,18 @@ async def transcribe_many(
 
 async def _send_all(
     todo: deque[_Job],
-    sender: _SendFn,
-    model: str,
-    options: ProviderOptions | None,
-    embedded: bool,
-    concurrency: int,
+    sender: _RunClient,
+    request: TranscribeRequest,
     store: Cache | None,
     result: BatchResult,
     bar: ProgressBar,
-    errors: ErrorsMode,
-    row_retries: int,
-    flush_interval: float,
 ) -> None:
     if not todo:
         return
+    concurrency = request.concurrency
+    errors = request.errors
+    row_retries = request.row_retries
+    flush_interval = request.flush_interval
     limiter = _Limiter(AimdPolicy(ceiling=concurrency))
     queue: asyncio.Queue[_Job | None] = asyncio.Queue()
     for job in todo:
@@ -651,7 +689,7 @@ async def _send_all(
     # must still find a worker, so workers wait on the queue until this reaches zero.
     remaining = len(todo)
     stop: list[BaseException] = []
-    provider_json = options.to_json() if options is not None else None
+    send = sender.send
 
     def finish_all() -> None:
         limiter.close()
@@ -678,9 +716,7 @@ async def _send_all(
             t0 = time.monotonic()
             outcome: TranscriptionResult | BaseException
             try:
-                outcome = await sender.send(
-                    job.source, model, job.language, options, embedded, on_retry
-                )
+                outcome = await send(job.source, job.call, on_retry)
             except (PhaseoError, ValueError, OSError) as err:
                 outcome = err
             finally:
@@ -690,14 +726,15 @@ async def _send_all(
                 limiter.policy.on_success()
                 _fill(result, job.rows, outcome, time.monotonic() - t0)
                 if store is not None:
+                    call = job.call
                     store.add(
                         [
                             CacheRecord(
                                 key=job.key,
                                 identity=job.identity,
-                                model=model,
-                                language=job.language,
-                                provider=provider_json,
+                                model=call.model,
+                                language=call.language,
+                                provider=call.provider_json,
                                 text=outcome.text,
                                 raw=outcome.raw,
                             )
@@ -818,7 +855,26 @@ def run_sync(make_coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
     return result
 
 
-def transcribe_many_sync(inputs: Sequence[object], **kwargs: Any) -> BatchResult:
+def transcribe_many_sync(
+    inputs: Sequence[object],
+    *,
+    model: str | None = None,
+    language: str | None = None,
+    languages: Sequence[object] | None = None,
+    provider: ProviderOptions | dict[str, Any] | None = None,
+    concurrency: int = 16,
+    cache: CacheArg = True,
+    errors: ErrorsMode = "store",
+    progress: bool = True,
+    client: Client | AsyncClient | None = None,
+    deadline: float | None = None,
+    row_retries: int = DEFAULT_ROW_RETRIES,
+    flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+    on_progress: Callable[[int, int], None] | None = None,
+    timestamps: Timestamps | None = None,
+    prompt: str | None = None,
+    temperature: float | None = None,
+) -> BatchResult:
     """Blocking :func:`transcribe_many`, safe to call from a notebook cell.
 
     Examples
@@ -830,4 +886,37 @@ def transcribe_many_sync(inputs: Sequence[object], **kwargs: Any) -> BatchResult
     >>> res.errors
     0
     """
-    return run_sync(lambda: transcribe_many(inputs, _inside_loop=False, **kwargs))
+    request = TranscribeRequest(
+        inputs,
+        model=model,
+        language=language,
+        languages=languages,
+        provider=provider,
+        concurrency=concurrency,
+        cache=cache,
+        errors=errors,
+        progress=progress,
+        client=client,
+        deadline=deadline,
+        timestamps=timestamps,
+        prompt=prompt,
+        temperature=temperature,
+        row_retries=row_retries,
+        flush_interval=flush_interval,
+        on_progress=on_progress,
+    )
+    return run_request_sync(request)
+
+
+def run_request_sync(request: TranscribeRequest) -> BatchResult:
+    """Blocking :func:`run_request`, safe to call from a notebook cell (see :func:`run_sync`).
+
+    Examples
+    --------
+    >>> import phaseo_notebook as pn
+    >>> req = TranscribeRequest([str(pn.sample_paths()[0])], model="local/fake", cache=False,
+    ...                         progress=False)
+    >>> run_request_sync(req).errors
+    0
+    """
+    return run_sync(lambda: run_request(request, inside_loop=False))

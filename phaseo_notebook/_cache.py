@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import posixpath
 import threading
 import time
 import uuid
@@ -26,15 +25,22 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ._constants import ENV_CACHE_DIR
 from ._exceptions import CacheError
-from ._extras import require
+from ._parts import (
+    PART_PREFIX,
+    PART_SUFFIX,
+    LocalParts,
+    PartStore,
+    is_part_name,
+    is_temporary_name,
+    open_parts,
+)
+from ._types import TranscriptionResult
 
 __all__ = ["CACHE_FORMAT_VERSION", "CACHE_SCHEMA", "Cache", "CacheRecord", "cache_key"]
 
@@ -56,11 +62,14 @@ CACHE_SCHEMA = pa.schema(
     ]
 )
 
-_PART_PREFIX = "part-"
-_PART_SUFFIX = ".parquet"
 
-
-def cache_key(identity: str, model: str, language: str | None, provider: str | None) -> str:
+def cache_key(
+    identity: str,
+    model: str,
+    language: str | None,
+    provider: str | None,
+    options: str | None = None,
+) -> str:
     """The cache key of one request.
 
     Parameters
@@ -71,6 +80,9 @@ def cache_key(identity: str, model: str, language: str | None, provider: str | N
         As sent.
     provider
         Canonical JSON of the provider options (``ProviderOptions.to_json()``), or None.
+    options
+        Canonical JSON of the optional request fields that are set (timestamps, prompt,
+        temperature), or None; keys of requests without them are as they always were.
 
     Examples
     --------
@@ -80,9 +92,10 @@ def cache_key(identity: str, model: str, language: str | None, provider: str | N
     >>> len(a)
     64
     """
-    material = "\x1f".join(
-        (f"v{CACHE_FORMAT_VERSION}", identity, model, language or "", provider or "")
-    )
+    fields = [f"v{CACHE_FORMAT_VERSION}", identity, model, language or "", provider or ""]
+    if options is not None:
+        fields.append(options)
+    material = "\x1f".join(fields)
     return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -107,111 +120,14 @@ class CacheRecord:
     raw: dict[str, Any]
 
 
-class _LocalStore:
-    """Part files in a local (or mounted) directory: temp file, fsync, atomic rename."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        if path.exists() and not path.is_dir():
-            raise CacheError(f"cache path {str(path)!r} exists and is not a directory")
-
-    @property
-    def location(self) -> str:
-        return str(self.path)
-
-    def names(self) -> list[str]:
-        try:
-            return [e.name for e in os.scandir(self.path)]
-        except FileNotFoundError:
-            return []
-
-    def read_table(self, name: str, **kwargs: Any) -> pa.Table:
-        return pq.read_table(self.path / name, **kwargs)
-
-    def column_names(self, name: str) -> list[str]:
-        names: list[str] = pq.read_schema(self.path / name).names
-        return names
-
-    def write(self, table: pa.Table, name: str) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        tmp = self.path / f".{name}.{uuid.uuid4().hex[:6]}.tmp"
-        try:
-            pq.write_table(table, tmp, compression="zstd")
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path / name)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    def remove(self, name: str) -> None:
-        (self.path / name).unlink(missing_ok=True)
-
-    def size(self, name: str) -> int:
-        return (self.path / name).stat().st_size
-
-
-class _FsspecStore:
-    """Part files at an fsspec URL (``s3://``, ``gs://``, ``memory://``, ...).
-
-    Object stores have no rename: each part is written in one upload (``pipe_file``), which
-    publishes the whole object or nothing, so readers never see half a part.
-    """
-
-    def __init__(self, url: str) -> None:
-        fsspec = require("fsspec", "dask", purpose=f"a cache at {url!r}")
-        self.fs, root = fsspec.core.url_to_fs(url)
-        self.root = root.rstrip("/")
-        self.url = url
-        if self.fs.isfile(self.root):
-            raise CacheError(f"cache path {url!r} exists and is not a directory")
-
-    @property
-    def location(self) -> str:
-        return self.url
-
-    def _full(self, name: str) -> str:
-        return f"{self.root}/{name}"
-
-    def names(self) -> list[str]:
-        try:
-            entries = self.fs.ls(self.root, detail=False)
-        except FileNotFoundError:
-            return []
-        return [posixpath.basename(str(e).rstrip("/")) for e in entries]
-
-    def read_table(self, name: str, **kwargs: Any) -> pa.Table:
-        return pq.read_table(self._full(name), filesystem=self.fs, **kwargs)
-
-    def column_names(self, name: str) -> list[str]:
-        with self.fs.open(self._full(name), "rb") as fh:
-            names: list[str] = pq.read_schema(fh).names
-        return names
-
-    def write(self, table: pa.Table, name: str) -> None:
-        buffer = pa.BufferOutputStream()
-        pq.write_table(table, buffer, compression="zstd")
-        self.fs.makedirs(self.root, exist_ok=True)
-        self.fs.pipe_file(self._full(name), buffer.getvalue().to_pybytes())
-
-    def remove(self, name: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.rm_file(self._full(name))
-
-    def size(self, name: str) -> int:
-        return int(self.fs.size(self._full(name)))
-
-
-def _open_store(path: str | os.PathLike[str] | None) -> _LocalStore | _FsspecStore:
-    if path is None:
-        return _LocalStore(default_cache_dir())
-    text = os.fspath(path)
-    text = text if isinstance(text, str) else os.fsdecode(text)
-    if "://" in text:
-        parts = urlsplit(text)
-        if parts.scheme == "file" and parts.netloc in ("", "localhost"):
-            return _LocalStore(Path(parts.path))
-        return _FsspecStore(text)
-    return _LocalStore(Path(text).expanduser())
+def _open_store(path: str | os.PathLike[str] | None) -> PartStore:
+    store = open_parts(default_cache_dir() if path is None else path, compression="zstd")
+    if isinstance(store, LocalParts):
+        if store.path.exists() and not store.path.is_dir():
+            raise CacheError(f"cache path {str(store.path)!r} exists and is not a directory")
+    elif store.is_file():
+        raise CacheError(f"cache path {store.url!r} exists and is not a directory")
+    return store
 
 
 class Cache:
@@ -237,7 +153,7 @@ class Cache:
         self._store = _open_store(path)
         #: A ``Path`` for a local directory, the URL for an fsspec store.
         self.path: Path | str = (
-            self._store.path if isinstance(self._store, _LocalStore) else self._store.url
+            self._store.path if isinstance(self._store, LocalParts) else self._store.url
         )
         self._lock = threading.Lock()
         self._pending: list[CacheRecord] = []
@@ -259,7 +175,7 @@ class Cache:
             names = self._store.names()
         except OSError as err:
             raise CacheError(f"cannot list cache directory {str(self.path)!r}: {err}") from err
-        return sorted(n for n in names if n.startswith(_PART_PREFIX) and n.endswith(_PART_SUFFIX))
+        return sorted(n for n in names if is_part_name(n))
 
     def _read_part(self, part: str) -> pa.Table | None:
         try:
@@ -338,6 +254,39 @@ class Cache:
             return [self.raw_at(p) for p in positions]
         return [v if isinstance(v, dict) else {} for v in values]
 
+    def get_many(self, keys: Iterable[str]) -> dict[str, TranscriptionResult]:
+        """The cached answer of every key the cache holds; keys it does not hold are left out.
+
+        Each answer is built the way the gateway's body was first parsed, from the stored
+        body with the stored text; all bodies are parsed in one pass.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from phaseo_notebook._cache import CacheRecord
+        >>> cache = Cache(tempfile.mkdtemp())
+        >>> cache.add([CacheRecord("k", "url:https://x/a.wav", "m", None, None, "hi",
+        ...                        {"text": "hi", "provider": "p"})])
+        >>> _ = cache.flush()
+        >>> answers = cache.get_many(["k", "absent"])
+        >>> list(answers), answers["k"].text, answers["k"].provider
+        (['k'], 'hi', 'p')
+        """
+        self.refresh()
+        get = self._index.get
+        found: dict[str, int] = {}
+        for key in keys:
+            pos = get(key)
+            if pos is not None:
+                found[key] = pos
+        texts = self._texts
+        from_body = TranscriptionResult.from_body
+        answers: dict[str, TranscriptionResult] = {}
+        for (key, pos), raw in zip(found.items(), self.raws_at(list(found.values())), strict=True):
+            raw["text"] = texts[pos]
+            answers[key] = from_body(raw)
+        return answers
+
     def get(self, key: str) -> str | None:
         """The cached text for one key, or None.
 
@@ -384,7 +333,7 @@ class Cache:
             },
             schema=CACHE_SCHEMA,
         )
-        name = f"{_PART_PREFIX}{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}{_PART_SUFFIX}"
+        name = f"{PART_PREFIX}{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}{PART_SUFFIX}"
         try:
             self._store.write(table, name)
         except OSError as err:
@@ -487,9 +436,7 @@ class Cache:
         """
         removed = 0
         for name in self._store.names():
-            is_part = name.startswith(_PART_PREFIX) and name.endswith(_PART_SUFFIX)
-            is_tmp = name.startswith(f".{_PART_PREFIX}") and name.endswith(".tmp")
-            if is_part or is_tmp:
+            if is_part_name(name) or is_temporary_name(name):
                 self._store.remove(name)
                 removed += 1
         with self._lock:
@@ -539,7 +486,7 @@ class Cache:
         frame = table.to_pandas()
         frame = frame.sort_values("created", kind="stable").drop_duplicates("key", keep="last")
         merged = pa.Table.from_pandas(frame, schema=CACHE_SCHEMA, preserve_index=False)
-        name = f"{_PART_PREFIX}{time.time_ns()}-{os.getpid()}-compact{_PART_SUFFIX}"
+        name = f"{PART_PREFIX}{time.time_ns()}-{os.getpid()}-compact{PART_SUFFIX}"
         self._store.write(merged, name)
         for part in merged_from:
             self._store.remove(part)

@@ -379,32 +379,32 @@ def _fatal(command: str, message: str) -> int:
 
 
 def _run_transcribe(args: argparse.Namespace) -> int:
+    from phaseo_notebook._batch import run_request_sync
     from phaseo_notebook._exceptions import PhaseoError
+    from phaseo_notebook._frames import METADATA_FIELDS, OutputColumns, frame_request, with_outputs
 
-    meta = ("cached", "provider", "duration", "cost", "latency", "request_id", "language")
+    columns = OutputColumns(args.text_col, metadata=True)
     try:
-        if args.concurrency < 1:
-            raise _UsageError(f"--concurrency must be at least 1, not {args.concurrency}")
         kind = _output_kind(args.out)
         frame = _read_input(args.input, args.col, args.recursive)
-        if args.language_col is not None and args.language_col not in frame.columns:
-            raise _UsageError(f"--language-col {args.language_col!r} is not a column of the input")
         cache: Any = False if args.no_cache else (args.cache_dir or True)
-        out = frame.stt.transcribe(
-            col=args.col,
+        request = frame_request(
+            frame,
+            args.col,
             model=args.model,
             language=args.language,
             language_col=args.language_col,
-            out_col=args.text_col,
+            out_col=columns.out_col,
             concurrency=args.concurrency,
             cache=cache,
             progress=not args.no_progress,
             deadline=args.deadline,
             metadata=True,
         )
-        cached = int(out[f"{args.text_col}_cached"].sum())
+        out = with_outputs(frame, request, run_request_sync(request))
+        cached = int(out[columns.of("cached")].sum())
         if not args.metadata:
-            out = out.drop(columns=[f"{args.text_col}_{m}" for m in meta])
+            out = out.drop(columns=[columns.of(m) for m in METADATA_FIELDS])
         _write_output(out, args.out, kind)
     except _UsageError as err:
         return _fatal("transcribe", str(err))
@@ -418,7 +418,7 @@ def _run_transcribe(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
-    failed = int(out[f"{args.text_col}_error"].notna().sum())
+    failed = int(out[columns.error].notna().sum())
     where = f"; wrote {args.out}" if args.out is not None else ""
     print(
         f"transcribed {len(out) - failed} of {len(out)} rows ({cached} from the cache, "

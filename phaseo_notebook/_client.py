@@ -23,7 +23,7 @@ from ._audio import AudioSource, coerce_download, normalize_audio
 from ._exceptions import APIConnectionError, APIError, APITimeoutError, AudioInputError
 from ._types import ProviderOptions, TranscriptionResult, coerce_provider
 
-__all__ = ["AsyncClient", "Client"]
+__all__ = ["AsyncClient", "Client", "default_model"]
 
 log = logging.getLogger("phaseo_notebook")
 
@@ -96,26 +96,72 @@ class _BaseClient:
             f" max_retries={self.max_retries})"
         )
 
-    def _settings(self) -> dict[str, Any]:
-        """Keyword arguments that recreate this client's configuration (for its twin)."""
-        return {
-            "api_key": self._config.api_key,
-            "base_url": self._config.base_url if self._config.base_url_explicit else None,
-            "timeout": self.timeout,
-            "max_retries": self.max_retries,
-            "allow_insecure_http": self._allow_insecure_http,
-        }
+    @property
+    def settings(self) -> B.ClientSettings:
+        """This client's configuration, picklable: ``Client.from_settings`` rebuilds it.
 
-    def _resolve(
+        Examples
+        --------
+        >>> import phaseo_notebook as pn
+        >>> with pn.Client(max_retries=1) as c:
+        ...     c.settings.max_retries
+        1
+        """
+        return B.ClientSettings(
+            api_key=self._config.api_key,
+            base_url=self._config.base_url if self._config.base_url_explicit else None,
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+            allow_insecure_http=self._allow_insecure_http,
+        )
+
+    @property
+    def has_custom_transport(self) -> bool:
+        """True when built with ``transport=``: such a client cannot be rebuilt elsewhere."""
+        return self._has_transport
+
+    @property
+    def default_model(self) -> str | None:
+        """The model used when none is given (the embedded default when no gateway is set).
+
+        Examples
+        --------
+        >>> import phaseo_notebook as pn
+        >>> with pn.Client(base_url="http://127.0.0.1:9") as c:
+        ...     c.default_model is None
+        True
+        """
+        return B.default_model(self._config)
+
+    def prepare(
         self,
-        model: str | None,
-        language: str | None,
-        provider: ProviderOptions | dict[str, Any] | None,
-    ) -> tuple[str, str | None, ProviderOptions | None, bool]:
-        """Check the per-call options once; returns (model, language, provider, embedded).
+        model: str | None = None,
+        language: str | None = None,
+        provider: ProviderOptions | dict[str, Any] | None = None,
+        *,
+        timestamps: B.Timestamps | None = None,
+        prompt: str | None = None,
+        temperature: float | None = None,
+    ) -> B.PreparedCall:
+        """Check the per-call options once and choose the route; ``send`` then sends it.
 
-        ``embedded`` is True when the request is answered in this process (a ``local/*`` model
-        and no gateway configured). A remote model with no key fails here, before any I/O.
+        The route is ``"embedded"`` (answered in this process) for a ``local/*`` model when
+        no base URL is set (argument or ``PHASEO_BASE_URL``) and no custom transport is
+        given, ``"http"`` otherwise. A remote model with no key fails here, before any I/O.
+
+        Raises
+        ------
+        ConfigurationError
+            No usable model, or a remote model with no key.
+        ValueError
+            A malformed option, named.
+
+        Examples
+        --------
+        >>> import phaseo_notebook as pn
+        >>> with pn.Client() as c:
+        ...     c.prepare("local/fake").route
+        'embedded'
         """
         chosen = B.choose_model(model, self._config)
         if language is not None and (not isinstance(language, str) or not language.strip()):
@@ -123,16 +169,51 @@ class _BaseClient:
         if language is not None:
             B.check_encodable("language", language)
         options = coerce_provider(provider)
-        embedded = (
-            not self._has_transport
-            and B.is_local_model(chosen)
-            and not self._config.base_url_explicit
-        )
+        timestamps, prompt, temperature = B.check_call_options(timestamps, prompt, temperature)
+        embedded = self._answers_in_process(chosen)
         if embedded:
             B.embedded_notice(chosen)
         else:
             B.check_remote_allowed(chosen, self._config)
-        return chosen, language, options, embedded
+        return B.PreparedCall(
+            model=chosen,
+            language=language,
+            provider=options,
+            route="embedded" if embedded else "http",
+            timestamps=timestamps,
+            prompt=prompt,
+            temperature=temperature,
+            provider_json=options.to_json() if options is not None else None,
+            options_json=B.options_json(timestamps, prompt, temperature),
+        )
+
+    def _answers_in_process(self, model: str) -> bool:
+        return (
+            not self._has_transport
+            and B.is_local_model(model)
+            and not self._config.base_url_explicit
+        )
+
+    def runs_in_process(self, model: str | None = None) -> bool:
+        """Whether a call to ``model`` (the default model when None) is answered offline, here.
+
+        The same decision :meth:`prepare` makes, without its checks and notice.
+
+        Examples
+        --------
+        >>> import phaseo_notebook as pn
+        >>> with pn.Client() as c:
+        ...     c.runs_in_process("local/fake"), c.runs_in_process("openai/whisper-1")
+        (True, False)
+        """
+        chosen = model or B.default_model(self._config)
+        return chosen is not None and self._answers_in_process(chosen)
+
+    def to_async(self, *, max_connections: int = _DEFAULT_MAX_CONNECTIONS) -> AsyncClient:
+        """An :class:`AsyncClient` with these settings and the upload mode this one learnt."""
+        twin = AsyncClient.from_settings(self.settings, max_connections=max_connections)
+        twin._upload_mode = self._upload_mode
+        return twin
 
     def _give_up(self, err: APIError, attempt: int) -> bool:
         return attempt >= self.max_retries or not B.is_retryable(err)
@@ -215,6 +296,11 @@ class Client(_BaseClient):
         self._http = httpx.Client(timeout=self.timeout, transport=transport)
         self._embedded_http: httpx.Client | None = None
 
+    @classmethod
+    def from_settings(cls, settings: B.ClientSettings) -> Client:
+        """A client with the given settings (for example taken on another machine)."""
+        return cls(**settings.kwargs())
+
     def __enter__(self) -> Client:
         return self
 
@@ -280,19 +366,22 @@ class Client(_BaseClient):
         >>> with pn.Client() as client:  # no key: embedded engine, offline
         ...     text = client.transcribe(pn.sample_paths()[0]).text
         """
-        model, language, options, embedded = self._resolve(model, language, provider)
-        return self._send(normalize_audio(audio), model, language, options, embedded)
+        return self.send(normalize_audio(audio), self.prepare(model, language, provider))
 
-    def _send(
-        self,
-        source: AudioSource,
-        model: str,
-        language: str | None,
-        options: ProviderOptions | None,
-        embedded: bool,
-        on_retry: OnRetry = None,
+    def send(
+        self, source: AudioSource, call: B.PreparedCall, on_retry: OnRetry = None
     ) -> TranscriptionResult:
-        """The send loop: build, send, parse, retry; the file fallback happens here."""
+        """Send one checked input with a prepared call: build, send, parse, retry.
+
+        The file fallback happens here. ``on_retry`` is called with each transient failure
+        before it is retried.
+
+        Raises
+        ------
+        APIStatusError, APIConnectionError
+            As :meth:`transcribe`.
+        """
+        embedded = call.route == "embedded"
         http = self._embedded() if embedded else self._http
         base = _EMBEDDED_BASE_URL if embedded else self.base_url
         data: bytes | None = None
@@ -301,15 +390,13 @@ class Client(_BaseClient):
             mode: B.UploadMode = "contract" if embedded else self._upload_mode
             if data is None and not (mode == "contract" and source.kind == "url"):
                 source, data = self._load(source)
-            parts = B.build_multipart(
-                source, model=model, language=language, provider=options, mode=mode, data=data
-            )
+            parts = _parts(source, call, mode, data)
             headers: httpx.Headers | None = None
             try:
-                response = self._post(http, base + C.TRANSCRIPTIONS_PATH, parts, embedded)
-            except httpx.TransportError as exc:
-                err: APIError = B.translate_transport_error(exc)
-                err.__cause__ = exc
+                with B.map_transport_errors():
+                    response = self._post(http, base + C.TRANSCRIPTIONS_PATH, parts, embedded)
+            except APIConnectionError as exc:
+                err: APIError = exc
             else:
                 response = B.redact_secret(response, self._config.api_key)
                 headers = response.headers
@@ -376,6 +463,70 @@ class Client(_BaseClient):
             raise APIConnectionError(f"could not download {source.label}: {exc}") from exc
         downloaded = coerce_download(b"".join(chunks), source)
         return downloaded, downloaded.read()
+
+
+def default_model(client: Client | AsyncClient | None = None) -> str | None:
+    """The model a run uses when none is given, for ``client`` or one from the environment.
+
+    The embedded default (``local/pocketsphinx``) when neither a key nor a base URL is set;
+    None when a gateway is configured, where there is no sensible default.
+
+    Examples
+    --------
+    >>> import phaseo_notebook as pn
+    >>> with pn.Client(api_key="sk-test") as c:
+    ...     default_model(c) is None
+    True
+    """
+    if client is not None:
+        return client.default_model
+    return B.default_model(B.resolve_config(None, None))
+
+
+def fetch_catalog(
+    client: Client | AsyncClient | None = None, *, timeout: float = 5.0
+) -> list[dict[str, Any]]:
+    """The gateway's model catalog (``GET /models``): one dict per model, as it answers.
+
+    Empty when no gateway is configured (models run offline), with a custom transport (a
+    test double has no catalog), or when the gateway does not answer in ``timeout`` seconds
+    or answers anything but a catalog: a missing catalog never stops a run.
+
+    Examples
+    --------
+    >>> fetch_catalog(None)  # no key and no base URL: nothing to ask
+    []
+    """
+    config = client._config if client is not None else B.resolve_config(None, None)
+    if (client is not None and client._has_transport) or config.embedded:
+        return []
+    try:
+        reply = httpx.get(
+            config.base_url + "/models",
+            headers=B.default_headers(config.api_key),
+            timeout=timeout,
+        )
+        reply.raise_for_status()
+        data = reply.json().get("data", [])
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return []
+    return [m for m in data if isinstance(m, dict)] if isinstance(data, list) else []
+
+
+def _parts(
+    source: AudioSource, call: B.PreparedCall, mode: B.UploadMode, data: bytes | None
+) -> list[Any]:
+    return B.build_multipart(
+        source,
+        model=call.model,
+        language=call.language,
+        provider=call.provider,
+        mode=mode,
+        data=data,
+        timestamps=call.timestamps,
+        prompt=call.prompt,
+        temperature=call.temperature,
+    )
 
 
 def _check_download_status(response: httpx.Response, source: AudioSource) -> None:
@@ -450,6 +601,13 @@ class AsyncClient(_BaseClient):
         )
         self._embedded_http: httpx.AsyncClient | None = None
 
+    @classmethod
+    def from_settings(
+        cls, settings: B.ClientSettings, *, max_connections: int = _DEFAULT_MAX_CONNECTIONS
+    ) -> AsyncClient:
+        """A client with the given settings (for example taken on another machine)."""
+        return cls(**settings.kwargs(), max_connections=max_connections)
+
     async def __aenter__(self) -> AsyncClient:
         return self
 
@@ -489,19 +647,13 @@ class AsyncClient(_BaseClient):
         >>> async def first_text(client, clip):
         ...     return (await client.transcribe(clip, model="local/fake")).text
         """
-        model, language, options, embedded = self._resolve(model, language, provider)
-        return await self._send(normalize_audio(audio), model, language, options, embedded)
+        return await self.send(normalize_audio(audio), self.prepare(model, language, provider))
 
-    async def _send(
-        self,
-        source: AudioSource,
-        model: str,
-        language: str | None,
-        options: ProviderOptions | None,
-        embedded: bool,
-        on_retry: OnRetry = None,
+    async def send(
+        self, source: AudioSource, call: B.PreparedCall, on_retry: OnRetry = None
     ) -> TranscriptionResult:
-        """The send loop: build, send, parse, retry; the file fallback happens here."""
+        """Send one checked input with a prepared call; see :meth:`Client.send`."""
+        embedded = call.route == "embedded"
         http = self._embedded() if embedded else self._http
         base = _EMBEDDED_BASE_URL if embedded else self.base_url
         data: bytes | None = None
@@ -510,28 +662,20 @@ class AsyncClient(_BaseClient):
             mode: B.UploadMode = "contract" if embedded else self._upload_mode
             if data is None and not (mode == "contract" and source.kind == "url"):
                 source, data = await self._load(source)
-            parts = B.build_multipart(
-                source, model=model, language=language, provider=options, mode=mode, data=data
-            )
+            parts = _parts(source, call, mode, data)
             headers: httpx.Headers | None = None
             try:
-                async with asyncio.timeout(None if embedded else self._attempt_deadline):
-                    response = await http.post(
-                        base + C.TRANSCRIPTIONS_PATH, files=parts, headers=self._headers
-                    )
-                # httpx binds a response and its stream to each other; that cycle would keep
-                # the request, and so the audio it carries, alive until the cyclic GC runs.
-                # The body is already read, so dropping the stream frees the audio at once.
-                response.stream = httpx.ByteStream(b"")
-            except (httpx.TransportError, TimeoutError) as exc:
-                err: APIError = B.translate_transport_error(exc)
-                err.__cause__ = exc
-            except Exception as exc:
-                # aiohttp errors that httpx-aiohttp does not map reach us raw.
-                if type(exc).__module__.split(".")[0] != "aiohttp":
-                    raise
-                err = B.translate_transport_error(exc)
-                err.__cause__ = exc
+                with B.map_transport_errors():
+                    async with asyncio.timeout(None if embedded else self._attempt_deadline):
+                        response = await http.post(
+                            base + C.TRANSCRIPTIONS_PATH, files=parts, headers=self._headers
+                        )
+                    # httpx binds a response and its stream to each other; that cycle would
+                    # keep the request, and so the audio it carries, alive until the cyclic GC
+                    # runs. The body is already read, so dropping the stream frees the audio.
+                    response.stream = httpx.ByteStream(b"")
+            except APIConnectionError as exc:
+                err: APIError = exc
             else:
                 response = B.redact_secret(response, self._config.api_key)
                 headers = response.headers

@@ -9,17 +9,18 @@ scored with :mod:`._quality` (same normalisation for all).
 from __future__ import annotations
 
 import math
-import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from ._batch import BatchResult, ErrorsMode, transcribe_many_sync
-from ._cache import Cache, resolve_cache
+from ._batch import BatchResult, run_request_sync
+from ._cache import resolve_cache
 from ._client import AsyncClient, Client
 from ._extras import require
+from ._frames import frame_request, require_column
 from ._render import frame_html as _frame_html
+from ._request import CacheArg, ErrorsMode
 from ._scoring import score_texts
 from ._types import ProviderOptions
 
@@ -214,7 +215,7 @@ def compare_models(
     language_col: str | None = None,
     provider: ProviderOptions | dict[str, Any] | None = None,
     concurrency: int = 16,
-    cache: bool | str | os.PathLike[str] | Cache | None = True,
+    cache: CacheArg = True,
     errors: ErrorsMode = "store",
     progress: bool = True,
     client: Client | AsyncClient | None = None,
@@ -239,44 +240,32 @@ def compare_models(
     import pandas as pd
 
     names = _check_models(models)
-
-    def require_column(name: str, what: str) -> None:
-        if name not in df.columns:
-            shown = ", ".join(map(repr, list(df.columns)[:20]))
-            raise KeyError(f"{what} {name!r} is not a column of the DataFrame (columns: {shown})")
-
-    require_column(col, "audio column")
-    if reference is not None:
-        require_column(reference, "reference column")
-    if language is not None and language_col is not None:
-        raise ValueError("give either language= or language_col=, not both")
-    languages = None
-    if language_col is not None:
-        require_column(language_col, "language column")
-        languages = df[language_col].tolist()
-    inputs = df[col].tolist()
-    references = df[reference].tolist() if reference is not None else None
     # One Cache object for every run: its index is read from disk once, not once per model.
     store = resolve_cache(cache)
-    shared_cache: Cache | bool = store if store is not None else False
+    request = frame_request(
+        df,
+        col,
+        model=names[0],
+        language=language,
+        language_col=language_col,
+        provider=provider,
+        concurrency=concurrency,
+        cache=store if store is not None else False,
+        errors=errors,
+        progress=progress,
+        client=client,
+        deadline=deadline,
+    )
+    if reference is not None:
+        require_column(df, reference, "reference column")
+    inputs = request.inputs
+    references = df[reference].tolist() if reference is not None else None
     labels = list(df.index)
 
     summary: list[dict[str, Any]] = []
     long_parts: list[pd.DataFrame] = []
     for name in names:
-        result = transcribe_many_sync(
-            inputs,
-            model=name,
-            language=language,
-            languages=languages,
-            provider=provider,
-            concurrency=concurrency,
-            cache=shared_cache,
-            errors=errors,
-            progress=progress,
-            client=client,
-            deadline=deadline,
-        )
+        result = run_request_sync(replace(request, model=name))
         latencies = [x for x in result.latency if x is not None]
         row: dict[str, Any] = {
             "model": name,

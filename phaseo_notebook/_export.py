@@ -45,6 +45,7 @@ from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._audio import is_missing
+from ._frames import require_column
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -162,7 +163,7 @@ def _row_key(label: Any) -> int | str:
 
 def _row_keys(df: pd.DataFrame, key_col: str | None) -> list[int | str]:
     if key_col is not None:
-        _require_column(df, key_col, "key column")
+        require_column(df, key_col, "key column")
         keys = [_row_key(v) for v in df[key_col].tolist()]
         where = f"key column {key_col!r}"
     else:
@@ -177,12 +178,6 @@ def _row_keys(df: pd.DataFrame, key_col: str | None) -> list[int | str]:
             )
         seen.add(key)
     return keys
-
-
-def _require_column(df: pd.DataFrame, col: Any, what: str) -> None:
-    if col not in df.columns:
-        shown = ", ".join(map(repr, list(df.columns)[:20]))
-        raise KeyError(f"{what} {col!r} is not a column of the DataFrame (columns: {shown})")
 
 
 def _write_text_atomic(path: Path, write: Any) -> None:
@@ -280,11 +275,11 @@ def to_label_studio(
     >>> import json; json.loads(p.read_text())[0]["predictions"][0]["result"][0]["value"]
     {'text': ['hello']}
     """
-    _require_column(df, audio_col, "audio column")
-    _require_column(df, text_col, "text column")
+    require_column(df, audio_col, "audio column")
+    require_column(df, text_col, "text column")
     extra = [data_cols] if isinstance(data_cols, str) else list(data_cols)
     for col in extra:
-        _require_column(df, col, "data column")
+        require_column(df, col, "data column")
         if col in (TO_NAME, ROW_KEY):
             raise ValueError(f"data column {col!r} would overwrite the task's own {col!r} field")
     if not isinstance(model_version, str) or not model_version:
@@ -620,7 +615,7 @@ def to_jsonl(
     if isinstance(columns, str):
         names = [columns]
     for col in names:
-        _require_column(df, col, "column")
+        require_column(df, col, "column")
     if index and "index" in names:
         raise ValueError("index=True would overwrite the column named 'index'")
     values = {col: df[col].tolist() for col in names}

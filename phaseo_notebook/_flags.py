@@ -15,6 +15,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from ._audio import AudioFacts, is_missing, local_audio_bytes, measure_audio
+from ._frames import check_language_choice, require_column
 from ._scoring import token_count
 
 if TYPE_CHECKING:
@@ -192,9 +193,7 @@ def flag_rows(
     def column(name: str | None, what: str) -> list[Any] | None:
         if name is None:
             return None
-        if name not in df.columns:
-            shown = ", ".join(map(repr, list(df.columns)[:20]))
-            raise KeyError(f"{what} {name!r} is not a column of the DataFrame (columns: {shown})")
+        require_column(df, name, what)
         return list(df[name].tolist())
 
     def default(name: str | None, fallback: str) -> str | None:
@@ -202,8 +201,7 @@ def flag_rows(
             return name
         return fallback if fallback in df.columns else None
 
-    if language is not None and language_col is not None:
-        raise ValueError("give either language= or language_col=, not both")
+    check_language_choice(language, language_col)
     for name, value in (("min_rate", min_rate), ("max_rate", max_rate)):
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
             raise ValueError(

@@ -65,6 +65,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._audio import is_missing
 from ._extras import require
+from ._frames import require_column
 from ._render import score_html
 
 if TYPE_CHECKING:
@@ -526,10 +527,8 @@ def score_frame(
     """
     import pandas as pd
 
-    for col, what in ((ref, "reference column"), (hyp, "hypothesis column")):
-        if col not in df.columns:
-            shown = ", ".join(map(repr, list(df.columns)[:20]))
-            raise KeyError(f"{what} {col!r} is not a column of the DataFrame (columns: {shown})")
+    require_column(df, ref, "reference column")
+    require_column(df, hyp, "hypothesis column")
     wers, cers, corpus = score_texts(
         df[ref].tolist(),
         df[hyp].tolist(),

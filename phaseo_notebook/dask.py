@@ -17,8 +17,9 @@ metadata columns), row for row the same values.
 
 How it runs
 -----------
-1. Every row gets a request key from its value (the URL or path string, the bytes' digest)
-   and its language; each partition keeps its distinct keys.
+1. Every row gets the key the cache gives its request: the audio's identity (the URL, or
+   the sha256 of the bytes, files included), the model, the language and the options. Each
+   partition keeps its distinct keys.
 2. The distinct requests are shuffled by key, so that each lands in exactly one partition,
    and each of those partitions goes through the batch engine on a worker: cache lookup,
    ``concurrency`` requests in flight, cache writes. An input repeated anywhere in the
@@ -26,10 +27,10 @@ How it runs
 3. The outcomes (one row per distinct request) are collected into one table, sent to every
    partition and joined back onto its rows in order.
 
-Within a partition the engine also deduplicates by content (the same bytes behind two
-paths); across partitions rows are deduplicated by value. Rows with no usable value (None,
-an unsupported type, a language that is not a string) are checked on their partition and
-get the same error text as with pandas; nothing is sent for them.
+So rows are deduplicated by content across the whole frame (the same bytes behind two
+paths are sent once), as within a pandas run. Rows with no usable value (None, an
+unsupported type, a missing file, a language that is not a string) are checked on their
+partition and get the same error text as with pandas; nothing is sent for them.
 
 Dask turns object columns into pyarrow strings when it builds a frame (its
 ``dataframe.convert-string`` setting). That fails on a column of audio bytes and turns a
@@ -63,18 +64,21 @@ import dataclasses
 import hashlib
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pandas as pd
 
-from ._accessor import _assign, _dtype_for, _require_column, _result_columns
 from ._audio import is_missing
-from ._batch import BatchResult, ErrorsMode, transcribe_many_sync
+from ._base_client import ClientSettings, PreparedCall
+from ._batch import BatchResult, request_cache_key, run_request_sync
 from ._cache import Cache, default_cache_dir
 from ._client import AsyncClient, Client
 from ._extras import require
+from ._frames import OutputColumns, check_language_choice, require_column
+from ._request import CacheArg, ErrorsMode, TranscribeRequest
 from ._types import ProviderOptions
 
 _dd = require("dask.dataframe", "dask", purpose="ddf.stt (phaseo_notebook.dask)")
@@ -96,10 +100,12 @@ _TEXT_DTYPE = pd.Series(["", None]).dtype
 
 
 def request_key(value: object, language: object) -> str | None:
-    """The key that deduplicates rows across partitions: same value and language, same key.
+    """A key of the value and language as written: same value and language, same key.
 
-    Returns None for rows the engine must check on their own (a missing or unsupported
-    value, a language that is not a non-empty string): they are never sent.
+    Cheap (no file is read): a partition works out the cache key of each distinct
+    ``request_key`` once, however many of its rows repeat it. Returns None for rows the
+    engine must check on their own (a missing or unsupported value, a language that is not
+    a non-empty string): they are never sent.
 
     Examples
     --------
@@ -169,8 +175,8 @@ def _client_settings(
     client_kwargs: Mapping[str, Any] | None,
     api_key: str | None,
     base_url: str | None,
-) -> dict[str, Any]:
-    """Keyword arguments that rebuild the caller's client on a worker.
+) -> ClientSettings:
+    """The settings that rebuild the caller's client on a worker.
 
     Resolved here, so that bad settings fail before anything is scheduled and the environment
     variables read are those of this process, not of the workers.
@@ -183,12 +189,12 @@ def _client_settings(
                 "client must be a phaseo_notebook Client or AsyncClient,"
                 f" not {type(client).__name__}"
             )
-        if client._has_transport:
+        if client.has_custom_transport:
             raise TypeError(
                 "a client with a custom transport cannot be sent to Dask workers;"
                 " pass its settings as client_kwargs= instead"
             )
-        return client._settings()
+        return client.settings
     kwargs = dict(client_kwargs or {})
     if "transport" in kwargs:
         raise TypeError("client_kwargs cannot hold a transport: it cannot be sent to Dask workers")
@@ -198,26 +204,44 @@ def _client_settings(
                 raise ValueError(f"{name} is given both directly and in client_kwargs")
             kwargs[name] = value
     with Client(**kwargs) as probe:
-        return probe._settings()
+        return probe.settings
 
 
-def _output_dtypes(out_col: str, metadata: bool) -> dict[str, Any]:
-    names = _result_columns(BatchResult.empty(0), out_col, metadata)
-    return {name: _dtype_for(name, []) or _TEXT_DTYPE for name in names}
+def _output_dtypes(columns: OutputColumns) -> dict[str, Any]:
+    return {name: dtype or _TEXT_DTYPE for name, dtype in columns.dtypes().items()}
 
 
 # --------------------------------------------------------------------------- on the workers
 
 
-def _distinct_requests(
-    part: pd.DataFrame, col: str, language_col: str | None, language: str | None
+def _keyed(
+    part: pd.DataFrame, col: str, language_col: str | None, call: PreparedCall
 ) -> pd.DataFrame:
-    """One row per distinct request key of a partition (rows with no key are left out)."""
+    """The partition's audio, languages and cache keys (None where the engine refuses a row)."""
     values = part[col].tolist()
-    languages = part[language_col].tolist() if language_col is not None else [language] * len(part)
-    keys = [request_key(v, lang) for v, lang in zip(values, languages, strict=True)]
-    frame = pd.DataFrame({_KEY: keys, _AUDIO: values, _LANGUAGE: languages}, dtype=object)
-    return frame[frame[_KEY].notna()].drop_duplicates(_KEY)
+    if language_col is not None:
+        languages = part[language_col].tolist()
+    else:
+        languages = [call.language] * len(part)
+    # Rows repeating a value (and language) share one normalisation and one hash.
+    memo: dict[str, str | None] = {}
+    keys: list[str | None] = []
+    for value, lang in zip(values, languages, strict=True):
+        cheap = request_key(value, lang)
+        if cheap is None:
+            keys.append(None)
+            continue
+        if cheap not in memo:
+            memo[cheap] = request_cache_key(value, lang, call, by_row=language_col is not None)
+        keys.append(memo[cheap])
+    return pd.DataFrame(
+        {_KEY: keys, _AUDIO: values, _LANGUAGE: languages}, index=part.index, dtype=object
+    )
+
+
+def _distinct_requests(keyed: pd.DataFrame) -> pd.DataFrame:
+    """One row per distinct request key of a partition (rows with no key are left out)."""
+    return keyed[keyed[_KEY].notna()].drop_duplicates(_KEY)
 
 
 def _drop_duplicate_keys(part: pd.DataFrame) -> pd.DataFrame:
@@ -232,53 +256,36 @@ def _outcome_frame(keys: Sequence[Any], result: BatchResult) -> pd.DataFrame:
 
 
 def _run_engine(
-    inputs: list[Any], languages: list[Any] | None, engine: Mapping[str, Any], cache: str | None
+    request: TranscribeRequest, inputs: list[Any], languages: list[Any] | None
 ) -> BatchResult:
-    settings = engine["settings"]
-    with Client(**settings) as client:
-        return transcribe_many_sync(
-            inputs,
-            model=engine["model"],
-            language=None if languages is not None else engine["language"],
-            languages=languages,
-            provider=engine["provider"],
-            concurrency=engine["concurrency"],
-            cache=cache if cache is not None else False,
-            errors=engine["errors"],
-            progress=False,
-            client=client,
-            deadline=engine["deadline"],
-        )
+    return run_request_sync(request.with_inputs(inputs, languages))
 
 
 def _transcribe_distinct(
-    part: pd.DataFrame, engine: Mapping[str, Any], by_row_language: bool
+    part: pd.DataFrame, request: TranscribeRequest, by_row_language: bool
 ) -> pd.DataFrame:
     """Send a partition of distinct requests through the batch engine, with the cache."""
     if part.empty:
         return _outcome_frame([], BatchResult.empty(0))
     languages = part[_LANGUAGE].tolist() if by_row_language else None
-    result = _run_engine(part[_AUDIO].tolist(), languages, engine, engine["cache"])
+    result = _run_engine(request, part[_AUDIO].tolist(), languages)
     return _outcome_frame(part[_KEY].tolist(), result)
 
 
 def _attach(
     part: pd.DataFrame,
+    keyed: pd.DataFrame,
     outcomes: pd.DataFrame,
-    col: str,
-    language_col: str | None,
-    out_col: str,
-    metadata: bool,
-    engine: Mapping[str, Any],
+    by_row_language: bool,
+    columns: OutputColumns,
+    request: TranscribeRequest,
     dtypes: Mapping[str, Any],
 ) -> pd.DataFrame:
     """Give every row of a partition the outcome of its request, as the pandas call would."""
     n = len(part)
-    values = part[col].tolist()
-    languages = (
-        part[language_col].tolist() if language_col is not None else [engine["language"]] * n
-    )
-    keys = [request_key(v, lang) for v, lang in zip(values, languages, strict=True)]
+    values = keyed[_AUDIO].tolist()
+    languages = keyed[_LANGUAGE].tolist()
+    keys = keyed[_KEY].tolist()
     positions = pd.Index(outcomes[_KEY]).get_indexer(pd.Index(keys, dtype=object)).tolist()
     lost = [r for r, (k, p) in enumerate(zip(keys, positions, strict=True)) if k and p < 0]
     if lost:
@@ -290,19 +297,17 @@ def _attach(
         setattr(result, name, [column[p] if p >= 0 else default for p in positions])
     unkeyed = [r for r, k in enumerate(keys) if k is None]
     if unkeyed:
-        # None, an unsupported type or a bad language: the engine names the problem, as with
-        # pandas, and sends nothing.
+        # None, an unsupported type, a missing file or a bad language: the engine names the
+        # problem, as with pandas, and sends nothing.
         own = _run_engine(
+            replace(request, cache=False),
             [values[r] for r in unkeyed],
-            [languages[r] for r in unkeyed] if language_col is not None else None,
-            engine,
-            None,
+            [languages[r] for r in unkeyed] if by_row_language else None,
         )
         for i, row in enumerate(unkeyed):
             for name in _ROW_FIELDS:
                 getattr(result, name)[row] = getattr(own, name)[i]
-    out = _assign(part, _result_columns(result, out_col, metadata))
-    return out.astype(dict(dtypes))
+    return columns.assign(part, result).astype(dict(dtypes))
 
 
 # --------------------------------------------------------------------------- the accessor
@@ -335,7 +340,7 @@ class SttDaskAccessor:
         provider: ProviderOptions | dict[str, Any] | None = None,
         out_col: str = "text",
         concurrency: int = 16,
-        cache: bool | str | os.PathLike[str] | Cache | None = True,
+        cache: CacheArg = True,
         errors: ErrorsMode = "store",
         progress: bool = False,
         client: Client | AsyncClient | None = None,
@@ -390,62 +395,59 @@ class SttDaskAccessor:
         >>> out.compute()  # doctest: +SKIP
         """
         ddf = self._obj
-        _require_column(ddf._meta, col, "audio column")
-        if language is not None and language_col is not None:
-            raise ValueError("give either language= or language_col=, not both")
+        require_column(ddf._meta, col, "audio column")
+        check_language_choice(language, language_col)
         if language_col is not None:
-            _require_column(ddf._meta, language_col, "language column")
-        if not isinstance(out_col, str) or not out_col:
-            raise ValueError(f"out_col must be a non-empty string, not {out_col!r}")
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ValueError(f"concurrency must be an integer >= 1, not {concurrency!r}")
-        if errors not in ("store", "raise"):
-            raise ValueError(f"errors must be 'store' or 'raise', not {errors!r}")
-        if deadline is not None and deadline <= 0:
-            raise ValueError(f"deadline must be a positive number of seconds, not {deadline!r}")
+            require_column(ddf._meta, language_col, "language column")
         settings = _client_settings(client, client_kwargs, api_key, base_url)
-        with Client(**settings) as probe:
-            model, language, options, _ = probe._resolve(model, language, provider)
-        engine = {
-            "settings": settings,
-            "model": model,
-            "language": language,
-            "provider": options,
-            "concurrency": concurrency,
-            "cache": _cache_dir(cache),
-            "errors": errors,
-            "deadline": deadline,
-        }
+        # Checked here, so bad arguments fail before anything is scheduled; the workers get
+        # the settings (not the client) and the model chosen here.
+        request = TranscribeRequest(
+            [],
+            model=model,
+            language=language,
+            provider=provider,
+            out_col=out_col,
+            concurrency=concurrency,
+            cache=_cache_dir(cache) or False,
+            errors=errors,
+            progress=False,
+            client=settings,
+            deadline=deadline,
+            metadata=metadata,
+        )
+        with Client.from_settings(settings) as probe:
+            call = probe.prepare(
+                request.model, request.language, request.provider, **request.call_options()
+            )
+        request = replace(request, model=call.model, provider=call.provider)
+        by_row_language = language_col is not None
 
         text_meta = pd.Series([], dtype=object)
-        distinct = ddf.map_partitions(
-            _distinct_requests,
-            col,
-            language_col,
-            language,
-            meta=pd.DataFrame({_KEY: text_meta, _AUDIO: text_meta, _LANGUAGE: text_meta}),
-        )
+        key_meta = pd.DataFrame({_KEY: text_meta, _AUDIO: text_meta, _LANGUAGE: text_meta})
+        keyed = ddf.map_partitions(_keyed, col, language_col, call, meta=key_meta)
+        distinct = keyed.map_partitions(_distinct_requests, meta=key_meta)
         # Hash-partitioned by key: each distinct request lands in exactly one partition.
         distinct = distinct.shuffle(
             _KEY, npartitions=ddf.npartitions, ignore_index=True, shuffle_method="tasks"
-        ).map_partitions(_drop_duplicate_keys, meta=distinct._meta)
+        ).map_partitions(_drop_duplicate_keys, meta=key_meta)
         outcomes = distinct.map_partitions(
             _transcribe_distinct,
-            engine,
-            language_col is not None,
+            request,
+            by_row_language,
             meta=_outcome_frame([], BatchResult.empty(0)),
         )
-        dtypes = _output_dtypes(out_col, metadata)
-        meta = _assign(ddf._meta, _result_columns(BatchResult.empty(0), out_col, metadata))
+        columns = OutputColumns(out_col, metadata)
+        dtypes = _output_dtypes(columns)
+        meta = columns.assign(ddf._meta, BatchResult.empty(0))
         return ddf.map_partitions(
             _attach,
+            keyed,
             # One partition: Dask hands the whole table to every partition of the input.
             outcomes.repartition(npartitions=1),
-            col,
-            language_col,
-            out_col,
-            metadata,
-            engine,
+            by_row_language,
+            columns,
+            request,
             dtypes,
             meta=meta.astype(dtypes),
             align_dataframes=False,

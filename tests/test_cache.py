@@ -191,3 +191,48 @@ def test_transcribe_with_an_fsspec_cache(tmp_path: Path) -> None:
         again = df.stt.transcribe(col="audio", model="local/fake", cache=url, client=client)
         assert gw.stats().requests == 12
     pd.testing.assert_frame_equal(first, again)
+
+
+def test_get_many_returns_answers_for_held_keys_only(tmp_path: Path) -> None:
+    writer = pn.Cache(tmp_path)
+    body = {"text": "ignored", "provider": "p", "duration": 1.5, "cost_cents": 1, "language": "fr"}
+    writer.add([CacheRecord("k1", "id1", "m", "fr", None, "stored text", body)])
+    writer.add([record(2)])
+    writer.flush()
+    answers = pn.Cache(tmp_path).get_many(["k1", "absent", record(2).key])
+    assert list(answers) == ["k1", record(2).key]
+    first = answers["k1"]
+    # The stored text column wins over the body's copy; the rest comes from the body.
+    assert (first.text, first.provider, first.duration, first.cost, first.language) == (
+        "stored text",
+        "p",
+        1.5,
+        0.01,
+        "fr",
+    )
+    assert answers[record(2).key].text == "text 2"
+
+
+def test_cache_and_review_log_write_parts_the_same_way(tmp_path: Path) -> None:
+    from phaseo_notebook._parts import LocalParts
+    from phaseo_notebook.widgets._store import Decision, DecisionLog
+
+    writes: list[str] = []
+    original = LocalParts.write
+
+    def spy(self: LocalParts, table: object, name: str) -> None:
+        writes.append(name)
+        original(self, table, name)  # type: ignore[arg-type]
+
+    LocalParts.write = spy  # type: ignore[method-assign]
+    try:
+        cache = pn.Cache(tmp_path / "cache")
+        cache.add([record(1)])
+        cache.flush()
+        log = DecisionLog(tmp_path / "reviews")
+        log.append(Decision("0", 0, "accepted", "a", "a", "x", seq=0))
+    finally:
+        LocalParts.write = original  # type: ignore[method-assign]
+    assert len(writes) == 2 and all(n.startswith("part-") for n in writes)
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+    assert len(pd.read_parquet(tmp_path / "reviews")) == 1

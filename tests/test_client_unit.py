@@ -15,6 +15,7 @@ import pytest
 
 import phaseo_notebook as pn
 from phaseo_notebook import _base_client as B
+from phaseo_notebook._audio import normalize_audio
 
 
 def parse_form(request: httpx.Request) -> dict[str, Any]:
@@ -454,3 +455,140 @@ async def test_async_client_shares_the_decisions(wav_bytes: bytes) -> None:
     assert result.text == "hello world" and len(calls) == 3
     assert parse_form(calls[2])["file"]["data"] == wav_bytes
     assert parse_form(calls[2])["language"] == "fr"
+
+
+# ----------------------------------------------------------------- the package's call API
+
+
+def test_client_settings_pickle_and_rebuild_a_client_that_sends_the_same_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pickle
+
+    monkeypatch.setenv("PHASEO_API_KEY", "sk-from-the-environment-1")
+    original = pn.Client(base_url="https://gw.example/v1", timeout=7.0, max_retries=1)
+    settings = pickle.loads(pickle.dumps(original.settings))
+    assert settings == original.settings
+    # Environment fallbacks were applied where the settings were taken, not where used.
+    monkeypatch.delenv("PHASEO_API_KEY")
+    assert settings.api_key == "sk-from-the-environment-1"
+
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"text": "hello world"})
+
+    rebuilt = pn.Client(**settings.kwargs(), transport=httpx.MockTransport(handler))
+    assert rebuilt.timeout == original.timeout and rebuilt.max_retries == 1
+    twin = pn.Client(**original.settings.kwargs(), transport=httpx.MockTransport(handler))
+    for client in (rebuilt, twin):
+        call = client.prepare("m", "fr", {"only": ["a"]})
+        assert client.send(normalize_audio("https://x/a.wav"), call).text == "hello world"
+    first, second = seen
+    assert str(first.url) == str(second.url) == "https://gw.example/v1/audio/transcriptions"
+    assert first.headers["authorization"] == second.headers["authorization"]
+    assert first.headers["authorization"] == "Bearer sk-from-the-environment-1"
+    assert parse_form(first) == parse_form(second)
+    original.close()
+
+
+def test_prepare_picks_the_embedded_route_only_for_local_models_and_no_gateway_url(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PHASEO_API_KEY", raising=False)
+    monkeypatch.delenv("PHASEO_BASE_URL", raising=False)
+    with pn.Client() as client:
+        call = client.prepare()
+        assert (call.route, call.model) == ("embedded", "local/pocketsphinx")
+        assert client.default_model == "local/pocketsphinx"
+        assert client.prepare("local/fake").embedded
+    with pn.Client(api_key="sk-test-secret-123") as client:
+        # A local model with a key but no gateway URL still runs here; a remote one does not.
+        assert client.prepare("local/fake").route == "embedded"
+        assert client.prepare("openai/whisper-1").route == "http"
+        assert client.default_model is None
+        with pytest.raises(pn.ConfigurationError, match="no model given"):
+            client.prepare()
+    with pn.Client(base_url="http://127.0.0.1:9/v1") as client:
+        assert client.prepare("local/fake").route == "http"
+
+
+def test_prepare_checks_and_sends_the_optional_fields_only_when_set() -> None:
+    rec = Recorder(OK)
+    client = rec.client()
+    plain = client.prepare("m")
+    assert (plain.timestamps, plain.prompt, plain.temperature, plain.options_json) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    client.send(normalize_audio("https://x/a.wav"), plain)
+    assert set(parse_form(rec.requests[0])) == {"model", "audio_url"}
+    call = client.prepare("m", timestamps="word", prompt="names: Ada", temperature=0)
+    client.send(normalize_audio("https://x/a.wav"), call)
+    form = parse_form(rec.requests[1])
+    assert form["timestamp_granularities"] == "word"
+    assert form["prompt"] == "names: Ada" and float(form["temperature"]) == 0.0
+    with pytest.raises(ValueError, match="timestamps"):
+        client.prepare("m", timestamps="sentence")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="temperature"):
+        client.prepare("m", temperature=1.5)
+    with pytest.raises(ValueError, match="prompt"):
+        client.prepare("m", prompt=3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("foreign", "ours"),
+    [
+        (httpx.ConnectTimeout("slow connect"), pn.APITimeoutError),
+        (httpx.ReadTimeout("slow read"), pn.APITimeoutError),
+        (httpx.ConnectError("refused"), pn.APIConnectionError),
+        (TimeoutError(), pn.APITimeoutError),
+    ],
+)
+def test_one_translation_of_transport_errors_chains_the_cause(
+    foreign: Exception, ours: type[pn.APIConnectionError]
+) -> None:
+    with pytest.raises(ours) as info, B.map_transport_errors():
+        raise foreign
+    assert info.value.__cause__ is foreign
+    # Anything else passes through untouched.
+    with pytest.raises(KeyError), B.map_transport_errors():
+        raise KeyError("not a transport error")
+
+
+async def test_both_send_loops_map_transport_errors_the_same_way() -> None:
+    def sync_handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectTimeout("slow", request=request)
+
+    async def async_handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectTimeout("slow", request=request)
+
+    source = normalize_audio("https://x/a.wav")
+    kwargs: dict[str, Any] = {"api_key": "k", "base_url": "https://gw.example/v1"}
+    with pn.Client(**kwargs, max_retries=0, transport=httpx.MockTransport(sync_handler)) as c:
+        with pytest.raises(pn.APITimeoutError) as sync_info:
+            c.send(source, c.prepare("m"))
+    async with pn.AsyncClient(
+        **kwargs, max_retries=0, transport=httpx.MockTransport(async_handler)
+    ) as ac:
+        with pytest.raises(pn.APITimeoutError) as async_info:
+            await ac.send(source, ac.prepare("m"))
+    for info in (sync_info, async_info):
+        assert isinstance(info.value.__cause__, httpx.ConnectTimeout)
+    assert str(sync_info.value) == str(async_info.value)
+
+
+def test_an_async_twin_keeps_the_settings_and_the_learnt_upload_mode(wav_bytes: bytes) -> None:
+    rec = Recorder(
+        httpx.Response(400, json={"error": "validation_error", "description": "file is required"}),
+        OK,
+    )
+    client = rec.client()
+    client.transcribe(wav_bytes, model="m")
+    assert client.upload_mode == "file"
+    twin = client.to_async(max_connections=4)
+    assert twin.upload_mode == "file"
+    assert twin.settings == client.settings

@@ -191,6 +191,28 @@ def test_language_column_matches_pandas_with_an_fsspec_cache(
     assert out["text_error"].str.contains("not a non-empty string").sum() == 24
 
 
+def test_same_bytes_behind_different_values_are_sent_once_across_partitions(
+    dask_client: Any, tmp_path: Path
+) -> None:
+    # The cross-partition key is the cache key: identical content under two paths and as
+    # bytes, spread over every partition, is one request, as in a pandas run.
+    wav = make_wav(5000)
+    for name in ("a.wav", "b.wav"):
+        (tmp_path / name).write_bytes(wav)
+    values: list[object] = [str(tmp_path / "a.wav"), str(tmp_path / "b.wav"), wav] * 4
+    df = pd.DataFrame({"audio": values})
+    with pn.LocalGateway() as gw:
+        out = (
+            to_dask(df)
+            .stt.transcribe(
+                col="audio", model="local/fake", cache=False, client_kwargs=gw.client_kwargs()
+            )
+            .compute()
+        )
+        assert gw.stats().requests == 1
+    assert out["text"].tolist() == [fake_transcript(wav)] * len(values)
+
+
 def test_errors_raise_brings_the_typed_error_back_from_a_worker(
     dask_client: Any, tmp_path: Path
 ) -> None:

@@ -26,6 +26,7 @@ import traitlets
 
 from .._audio import describe_input, is_missing, normalize_audio
 from .._exceptions import AudioInputError
+from .._frames import OutputColumns, require_column
 from ._shortcuts import make_shortcuts
 from ._store import Decision, DecisionLog
 from ._upload import playable, readable_error
@@ -177,30 +178,21 @@ class ReviewWidget(widgets.VBox):  # type: ignore[misc]
             raise TypeError(f"review needs a pandas DataFrame, not {type(df).__name__}")
         if match_on not in ("audio", "index"):
             raise ValueError(f"match_on must be 'audio' or 'index', not {match_on!r}")
-        shown = ", ".join(map(repr, list(df.columns)[:20]))
-        for what, col in (("audio_col", audio_col), ("text_col", text_col)):
-            if col not in df.columns:
-                raise KeyError(
-                    f"{what} {col!r} is not a column of the DataFrame (columns: {shown})"
-                )
+        require_column(df, audio_col, "audio_col")
+        require_column(df, text_col, "text_col")
         if error_col is None:
-            error_col = next((c for c in (f"{text_col}_error", "error") if c in df.columns), None)
-        elif error_col not in df.columns:
-            raise KeyError(
-                f"error_col {error_col!r} is not a column of the DataFrame (columns: {shown})"
-            )
+            own_error = OutputColumns(text_col).error
+            error_col = next((c for c in (own_error, "error") if c in df.columns), None)
+        else:
+            require_column(df, error_col, "error_col")
         if label_col is None:
             label_col = "name" if "name" in df.columns and audio_col != "name" else None
-        elif label_col not in df.columns:
-            raise KeyError(
-                f"label_col {label_col!r} is not a column of the DataFrame (columns: {shown})"
-            )
+        else:
+            require_column(df, label_col, "label_col")
         if flag_col is None:
             flag_col = "needs_review" if "needs_review" in df.columns else None
-        elif flag_col not in df.columns:
-            raise KeyError(
-                f"flag_col {flag_col!r} is not a column of the DataFrame (columns: {shown})"
-            )
+        else:
+            require_column(df, flag_col, "flag_col")
         if save_to is not None and match_on == "index" and not df.index.is_unique:
             raise ValueError(
                 "review with save_to and match_on='index' needs a unique index to match saved"

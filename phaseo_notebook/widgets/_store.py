@@ -28,7 +28,8 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from .._parts import PART_PREFIX, PART_SUFFIX, LocalParts
 
 __all__ = ["DECISION_SCHEMA", "REVIEW_STATUSES", "Decision", "DecisionLog", "read_reviews"]
 
@@ -48,8 +49,6 @@ DECISION_SCHEMA = pa.schema(
     ]
 )
 
-_PART_PREFIX = "part-"
-_PART_SUFFIX = ".parquet"
 #: Parts beyond this many are merged into one when the log is opened.
 _COMPACT_AT = 64
 
@@ -118,6 +117,7 @@ class DecisionLog:
                 " of Parquet part files (pd.read_parquet reads it): give a new or existing"
                 " directory path"
             )
+        self._parts_store = LocalParts(self.path)
         self._decisions = self._read_all()
         self.next_seq = max((d.seq for d in self._decisions), default=-1) + 1
         if len(self._parts()) > _COMPACT_AT:
@@ -126,27 +126,21 @@ class DecisionLog:
     def __repr__(self) -> str:
         return f"DecisionLog({str(self.path)!r}, decisions={len(self._decisions)})"
 
-    def _parts(self) -> list[Path]:
-        if not self.path.is_dir():
-            return []
-        return sorted(
-            p
-            for p in self.path.iterdir()
-            if p.name.startswith(_PART_PREFIX) and p.name.endswith(_PART_SUFFIX)
-        )
+    def _parts(self) -> list[str]:
+        return self._parts_store.parts()
 
     def _read_all(self) -> list[Decision]:
         decisions: list[Decision] = []
         for part in self._parts():
             try:
-                table = pq.read_table(part)
+                table = self._parts_store.read_table(part)
                 missing = set(DECISION_SCHEMA.names) - set(table.column_names)
                 if missing:
                     raise ValueError(f"no column {', '.join(sorted(missing))}")
                 table = table.select(DECISION_SCHEMA.names).cast(DECISION_SCHEMA)
             except (OSError, ValueError, pa.ArrowInvalid) as err:
                 raise ValueError(
-                    f"save_to {str(self.path)!r} holds {part.name!r}, which is not a review"
+                    f"save_to {str(self.path)!r} holds {part!r}, which is not a review"
                     f" decision part ({err}); use another directory"
                 ) from err
             for row in table.to_pylist():
@@ -213,31 +207,20 @@ class DecisionLog:
             stamped = dataclasses.replace(decision, decided_at=datetime.now(UTC))
         table = _to_table([stamped])
         # The sequence number first in the name keeps a directory listing in decision order.
-        name = f"{_PART_PREFIX}{stamped.seq:010d}-{time.time_ns()}-{uuid.uuid4().hex[:8]}"
-        self._write_atomic(table, name + _PART_SUFFIX)
+        name = f"{PART_PREFIX}{stamped.seq:010d}-{time.time_ns()}-{uuid.uuid4().hex[:8]}"
+        self._parts_store.write(table, name + PART_SUFFIX)
         self._decisions.append(stamped)
         self.next_seq = max(self.next_seq, stamped.seq + 1)
-
-    def _write_atomic(self, table: pa.Table, name: str) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        tmp = self.path / f".{name}.{uuid.uuid4().hex[:6]}.tmp"
-        try:
-            pq.write_table(table, tmp)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path / name)
-        finally:
-            tmp.unlink(missing_ok=True)
 
     def _compact(self) -> None:
         parts = self._parts()
         merged = _to_table(sorted(self._decisions, key=lambda d: d.seq))
         # The merged part is in place before the old ones go: a crash in between leaves
         # duplicates, which resolve to the same decision by sequence number.
-        name = f"{_PART_PREFIX}{self.next_seq:010d}-merged-{uuid.uuid4().hex[:8]}{_PART_SUFFIX}"
-        self._write_atomic(merged, name)
+        name = f"{PART_PREFIX}{self.next_seq:010d}-merged-{uuid.uuid4().hex[:8]}{PART_SUFFIX}"
+        self._parts_store.write(merged, name)
         for part in parts:
-            part.unlink(missing_ok=True)
+            self._parts_store.remove(part)
 
 
 def _to_table(decisions: list[Decision]) -> pa.Table:
@@ -299,16 +282,13 @@ def read_reviews(save_to: str | os.PathLike[str]) -> pd.DataFrame:
     if not path.is_dir():
         raise ValueError(f"{str(path)!r} is a file; a review log is a directory of parts")
     # Read only: opening a DecisionLog could merge parts, and reading must not write.
-    parts = sorted(
-        p
-        for p in path.iterdir()
-        if p.name.startswith(_PART_PREFIX) and p.name.endswith(_PART_SUFFIX)
-    )
+    store = LocalParts(path)
+    parts = store.parts()
     if not parts:
         empty: pd.DataFrame = DECISION_SCHEMA.empty_table().to_pandas()
         return empty
     try:
-        tables = [pq.read_table(part) for part in parts]
+        tables = [store.read_table(part) for part in parts]
         history = pa.concat_tables(
             [t.select(DECISION_SCHEMA.names).cast(DECISION_SCHEMA) for t in tables]
         ).to_pandas()

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import html
 import io
-import os
 import re
 import threading
 import time
@@ -20,20 +19,17 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import ipywidgets as widgets
 import pandas as pd
 
-from .. import _base_client as B
 from .. import _constants as C
 from .._audio import sniff_audio_format
-from .._batch import BatchResult, transcribe_many
+from .._batch import BatchResult, run_request
 from .._cache import Cache, resolve_cache
-from .._client import AsyncClient, Client
+from .._client import AsyncClient, Client, default_model, fetch_catalog
+from .._request import CacheArg, TranscribeRequest
 
 __all__ = ["UploadWidget", "upload"]
-
-CacheArg = bool | str | os.PathLike[str] | Cache | None
 
 #: What the file chooser offers; content is sniffed anyway, so a wrong extension fails clearly.
 ACCEPT = "audio/*,.wav,.flac,.mp3,.ogg,.opus,.m4a,.mp4,.webm,.aiff,.aac,.amr"
@@ -93,9 +89,8 @@ def uploaded_files(value: Sequence[Any]) -> list[UploadedFile]:
 def _default_model(model: str | None, client: Client | AsyncClient | None) -> str:
     if model is not None:
         return model
-    config = client._config if client is not None else B.resolve_config(None, None)
     # With a gateway configured there is no sensible default: the reader picks one.
-    return C.LOCAL_DEFAULT_MODEL if config.embedded else ""
+    return default_model(client) or ""
 
 
 def model_options(catalog: Sequence[str] = ()) -> list[str]:
@@ -244,33 +239,15 @@ def readable_error(name: str, error: str) -> str:
 
 def _offline(model: str | None, client: Client | AsyncClient | None) -> bool:
     """Whether a run with ``model`` is answered in this process (no gateway involved)."""
-    if client is not None:
-        config = client._config
-        if client._has_transport:
-            return False
-    else:
-        config = B.resolve_config(None, None)
-    return config.embedded and B.is_local_model(model or C.LOCAL_DEFAULT_MODEL)
+    if client is None:
+        with Client() as probe:
+            return probe.runs_in_process(model)
+    return client.runs_in_process(model)
 
 
 def _gateway_catalog(client: Client | AsyncClient | None) -> list[str]:
     """Model names from the gateway's ``GET /models``; empty when offline or unreachable."""
-    if client is not None and client._has_transport:
-        return []  # a custom transport (a test double): no real gateway to ask
-    config = client._config if client is not None else B.resolve_config(None, None)
-    if config.embedded:
-        return []
-    try:
-        reply = httpx.get(
-            config.base_url + "/models",
-            headers=B.default_headers(config.api_key),
-            timeout=_CATALOG_TIMEOUT,
-        )
-        reply.raise_for_status()
-        data = reply.json().get("data", [])
-        return [str(m["id"]) for m in data if isinstance(m, dict) and m.get("id")]
-    except (httpx.HTTPError, ValueError, AttributeError, TypeError):
-        return []
+    return [str(m["id"]) for m in fetch_catalog(client, timeout=_CATALOG_TIMEOUT) if m.get("id")]
 
 
 class BatchRun:
@@ -283,8 +260,9 @@ class BatchRun:
     Examples
     --------
     >>> import phaseo_notebook as pn
-    >>> run = BatchRun(lambda: transcribe_many([str(pn.sample_paths()[0])], model="local/fake",
-    ...                cache=False, progress=False, _inside_loop=False))
+    >>> request = TranscribeRequest([str(pn.sample_paths()[0])], model="local/fake",
+    ...                             cache=False, progress=False)
+    >>> run = BatchRun(lambda: run_request(request, inside_loop=False))
     >>> run.start(); run.wait(60)
     True
     >>> run.result.errors, run.cancelled
@@ -915,18 +893,16 @@ def start_upload_run(
     >>> run.running
     False
     """
-    run = BatchRun(
-        lambda: transcribe_many(
-            inputs,
-            model=model,
-            language=language,
-            cache=cache,
-            client=client,
-            progress=False,
-            on_progress=on_progress,
-            _inside_loop=False,
-        )
+    request = TranscribeRequest(
+        inputs,
+        model=model,
+        language=language,
+        cache=cache,
+        client=client,
+        progress=False,
+        on_progress=on_progress,
     )
+    run = BatchRun(lambda: run_request(request, inside_loop=False))
     with _RUNS_LOCK:
         _ACTIVE_RUNS.add(run)
     return run
