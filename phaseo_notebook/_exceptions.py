@@ -6,6 +6,7 @@ Every error the package raises on purpose is a :class:`PhaseoError`::
     ├── ConfigurationError          bad or missing settings (no API key for a remote model, ...)
     ├── AudioInputError             an audio input that is invalid before anything is sent
     ├── CacheError                  a cache directory that cannot be used
+    ├── EngineModelError            a local engine's model is missing or not the one expected
     └── APIError                    something went wrong talking to a gateway
         ├── APIConnectionError      no answer: refused, reset, dropped
         │   └── APITimeoutError     no answer in time
@@ -43,6 +44,7 @@ __all__ = [
     "CacheError",
     "ConfigurationError",
     "ConflictError",
+    "EngineModelError",
     "InternalServerError",
     "NotFoundError",
     "PayloadTooLargeError",
@@ -71,6 +73,17 @@ class ConfigurationError(PhaseoError, ValueError):
 
 class CacheError(PhaseoError):
     """The cache directory cannot be created, read or written."""
+
+
+class EngineModelError(PhaseoError, RuntimeError):
+    """A local engine's model files are missing, unreadable, or fail their checksum.
+
+    Examples
+    --------
+    >>> import phaseo_notebook as pn
+    >>> issubclass(pn.EngineModelError, pn.PhaseoError)
+    True
+    """
 
 
 class AudioInputError(PhaseoError, ValueError):

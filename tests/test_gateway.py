@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -309,6 +311,7 @@ def test_models_route_and_model_errors(make_gateway: MakeGateway) -> None:
     assert [m["id"] for m in listed.json()["data"]] == [
         "local/fake",
         "local/pocketsphinx",
+        "local/whisper-tiny.en",
         "openai/whisper-1",
     ]
     assert post(gw, form(model="openai/whisper-1", audio_b64=WAV_B64)).status_code == 200
@@ -442,10 +445,27 @@ def test_slow_answer_trips_client_timeout_and_close_is_quick(make_gateway: MakeG
     gw = make_gateway(mode="strict", faults=Faults(slow_rate=1.0, slow_seconds=30))
     with pytest.raises(httpx.ReadTimeout):
         post(gw, form(model="local/fake", audio_b64=WAV_B64), timeout=0.3)
+    # The client went away: its request is cancelled, not left sleeping for 30 s.
+    deadline = time.monotonic() + 5
+    while gw.stats().in_flight and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert gw.stats().in_flight == 0
+
+    def patient() -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            post(gw, form(model="local/fake", audio_b64=WAV_B64), timeout=60)
+
+    waiting = threading.Thread(target=patient)
+    waiting.start()
+    deadline = time.monotonic() + 5
+    while gw.stats().in_flight != 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert gw.stats().in_flight == 1
     start = time.perf_counter()
     gw.close()
     assert time.perf_counter() - start < 1.0
+    waiting.join(5)
+    assert not waiting.is_alive()
 
 
 def test_truncated_and_non_json_bodies(make_gateway: MakeGateway) -> None:
@@ -627,10 +647,12 @@ class _MissingExtraEngine:
 
     name = "pocketsphinx"
 
-    def transcribe(self, data: bytes, *, language: str | None = None) -> Any:
+    def transcribe(self, data: bytes, *, language: str | None = None, options: Any = None) -> Any:
         raise ImportError("needs soundfile: pip install 'phaseo-notebook[local]'")
 
-    async def atranscribe(self, data: bytes, *, language: str | None = None) -> Any:
+    async def atranscribe(
+        self, data: bytes, *, language: str | None = None, options: Any = None
+    ) -> Any:
         return self.transcribe(data, language=language)
 
     def close(self) -> None:
