@@ -14,8 +14,10 @@ a larger multilingual model on a GPU box, with ``device="cuda"`` or
 ``local/whisper-tiny.en``.
 
 Settings, measured on 2 cores: int8, beam 5 (about the cost of beam 1, and the same
-output on every run, which the cache relies on), temperature 0 unless asked, one
-CTranslate2 thread per worker process and one process per core.
+output on every run, which the cache relies on), one CTranslate2 thread per worker
+process and one process per core. Temperature starts at 0 (or the one asked for) and
+rises by 0.2 only for a window whose output looks like a loop, as in OpenAI's API; the
+sampling of those retries is seeded, so the output stays the same on every run.
 
 Languages: an English-only model (``*.en``, or a vocabulary without the language
 tokens) refuses any other language with :class:`UnsupportedLanguageError` before
@@ -82,6 +84,8 @@ COMPUTE_TYPE: Final = "int8"
 # the English-only ones 51864.
 _MULTILINGUAL_VOCABULARY: Final = 51865
 _ENGLISH: Final = "en"
+_TEMPERATURE_STEP: Final = 0.2
+_SEED: Final = 0
 
 _verified: set[tuple[str, int, int]] = set()
 _verified_lock = threading.Lock()
@@ -201,6 +205,7 @@ def load_recogniser(config: dict[str, Any]) -> Recogniser:
         raise ImportError(
             f"the whisper engine needs faster-whisper: {LOCAL_EXTRA_INSTALL}"
         ) from err
+    import ctranslate2
     import numpy as np
 
     model = WhisperModel(
@@ -225,10 +230,13 @@ def load_recogniser(config: dict[str, Any]) -> Recogniser:
             audio,
             language=_ENGLISH if english_only else code,
             beam_size=BEAM_SIZE,
-            temperature=0.0 if options.temperature is None else float(options.temperature),
+            temperature=_temperatures(options.temperature),
             initial_prompt=options.prompt or None,
             word_timestamps=options.timestamps == "word",
         )
+        # A failed window is retried at higher temperatures, which samples: a fixed
+        # seed per job keeps even those retries the same on every run.
+        ctranslate2.set_random_seed(_SEED)
         segments: list[Segment] = []
         words: list[Word] = []
         for piece in pieces:  # a generator: the decoding happens here
@@ -247,6 +255,24 @@ def load_recogniser(config: dict[str, Any]) -> Recogniser:
         )
 
     return recognise
+
+
+def _temperatures(first: float | None) -> tuple[float, ...]:
+    """The fallback ladder from ``first`` (default 0) up to 1 in steps of 0.2.
+
+    As in OpenAI's API, a window whose output looks like a loop or has too low a
+    likelihood is decoded again at the next temperature.
+
+    Examples
+    --------
+    >>> _temperatures(None)
+    (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    >>> _temperatures(0.5)
+    (0.5, 0.7, 0.9)
+    """
+    start = 0.0 if first is None else float(first)
+    steps = int((1.0 - start) / _TEMPERATURE_STEP + 1e-9)
+    return tuple(round(start + i * _TEMPERATURE_STEP, 6) for i in range(steps + 1))
 
 
 def _seconds(value: Any) -> float:

@@ -90,6 +90,7 @@ def main(argv: list[str]) -> None:
         recogniser = module.load_recogniser(spec.get("config") or {})
     except Exception as err:
         recogniser = err
+    write_message(sys.stdout.buffer, json.dumps({"ready": True}).encode())
     serve(recogniser, sys.stdin.buffer, sys.stdout.buffer)
 
 

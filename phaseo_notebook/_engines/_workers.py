@@ -10,10 +10,10 @@ Each loads its engine's model once, at start, and keeps it.
 What a worker runs is a :class:`WorkerSpec`: the engine module, which provides
 ``load_recogniser(config)``, and its JSON-able config.
 
-Wire format, both ways: messages of an 8-byte big-endian length, then the payload. A job
-is two messages, a JSON object ``{"language", "options"}`` then the encoded audio; the
-worker answers one JSON object, :meth:`EngineResult.to_dict` or
-``{"error": <kind>, "message": ...}``.
+Wire format, both ways: messages of an 8-byte big-endian length, then the payload. Once
+its model is loaded, a worker sends ``{"ready": true}``. A job is two messages, a JSON
+object ``{"language", "options"}`` then the encoded audio; the worker answers one JSON
+object, :meth:`EngineResult.to_dict` or ``{"error": <kind>, "message": ...}``.
 
 A job that runs past the pool's ``job_timeout``, or whose caller gives up
 (:meth:`WorkerPool.abort`, e.g. the HTTP client disconnected), kills its worker: the
@@ -259,6 +259,15 @@ class WorkerPool:
         )
         with self._lock:
             self._procs.add(proc)
+        # Loading the model is not part of any job's time limit.
+        assert proc.stdout is not None
+        try:
+            if read_message(proc.stdout) is None:
+                raise EOFError("worker exited while loading its model")
+        except BaseException:
+            proc.kill()
+            self._stop(proc)
+            raise
         return proc
 
     def _stop(self, proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
@@ -285,7 +294,10 @@ class WorkerPool:
                 timer: threading.Timer | None = None
                 timed_out = threading.Event()
                 try:
-                    if proc is None or proc.poll() is not None:
+                    if proc is not None and proc.poll() is not None:
+                        self._stop(proc)  # died between jobs: reap it
+                        proc = None
+                    if proc is None:
                         proc = self._start()
                     assert proc.stdin is not None and proc.stdout is not None
                     with self._lock:
