@@ -236,6 +236,69 @@ def test_live_requires_a_file_part(make_gateway: MakeGateway) -> None:
     )
 
 
+def test_verbose_json_and_timestamp_granularities(make_gateway: MakeGateway) -> None:
+    gw = make_gateway(mode="live")
+    seconds = 0.1  # make_wav's clip
+    segment = [{"start": 0.0, "end": seconds, "text": fake_transcript(WAV)}]
+    for granularities in ([], [("timestamp_granularities", (None, "segment"))]):
+        body = post(
+            gw,
+            form(audio_file(), *granularities, model="local/fake", response_format="verbose_json"),
+        ).json()
+        assert body["segments"] == segment and "words" not in body
+    # "word": one name, a JSON list, or the field repeated; the fake engine has no word times.
+    for granularities in (
+        [("timestamp_granularities", (None, "word"))],
+        [("timestamp_granularities", (None, '["segment", "word"]'))],
+        [
+            ("timestamp_granularities", (None, "segment")),
+            ("timestamp_granularities", (None, "word")),
+        ],
+    ):
+        body = post(
+            gw,
+            form(audio_file(), *granularities, model="local/fake", response_format="verbose_json"),
+        ).json()
+        assert body["segments"] == segment and body["words"] == [], granularities
+    plain = post(gw, form(audio_file(), model="local/fake", response_format="json")).json()
+    assert "segments" not in plain and "words" not in plain
+    for bad in ("sentence", '["word", 3]', "[oops"):
+        response = post(
+            gw,
+            form(
+                audio_file(),
+                ("timestamp_granularities", (None, bad)),
+                model="local/fake",
+                response_format="verbose_json",
+            ),
+        )
+        body = assert_error(response, 400, "validation_error")
+        assert body["details"][0]["field"] == "timestamp_granularities"
+    # Granularities without verbose_json would be silently lost: refused.
+    response = post(
+        gw, form(audio_file(), ("timestamp_granularities", (None, "word")), model="local/fake")
+    )
+    assert "verbose_json" in assert_error(response, 400, "validation_error")["description"]
+    # A JSON body takes a real list; strict mode keeps to the contract.
+    lenient = make_gateway(mode="lenient")
+    body = httpx.post(
+        lenient.url + "/audio/transcriptions",
+        json={
+            "model": "local/fake",
+            "audio_b64": WAV_B64,
+            "response_format": "verbose_json",
+            "timestamp_granularities": ["word"],
+        },
+        headers={"Authorization": f"Bearer {lenient.api_key}"},
+    ).json()
+    assert body["segments"] == segment and body["words"] == []
+    strict = make_gateway(mode="strict")
+    response = post(
+        strict, form(model="local/fake", audio_b64=WAV_B64, response_format="verbose_json")
+    )
+    assert_error(response, 400, "validation_error")
+
+
 def test_lenient_accepts_file_url_and_b64(make_gateway: MakeGateway) -> None:
     gw = make_gateway(mode="lenient")
     texts = {
