@@ -313,6 +313,13 @@ def run(count: int = 40, long_seconds: float = 600.0, *, log: Any = None) -> dic
             row["long_audio_s_per_s"] = long_seconds / row["long_seconds"]
             row["short_wer"] = _wer(references, row["short_texts"])
             report["rows"].append(row)
+            # Each row as soon as it is measured: a long run keeps what it has.
+            say(
+                f"  {label}: {row['clips_per_s']:.2f} clips/s, "
+                f"{row['short_audio_s_per_s']:.1f} audio s/s (short), "
+                f"{row['long_audio_s_per_s']:.1f} audio s/s (long), "
+                f"WER {row['short_wer']:.1%}, peak RSS {row['peak_rss_mb']:.0f} MB"
+            )
     bare = next(r for r in report["rows"] if r["label"] == "bare faster-whisper")
     for row in report["rows"]:
         row["x_bare_short"] = row["clips_per_s"] / bare["clips_per_s"]
