@@ -50,7 +50,7 @@ import numpy as np
 import phaseo_notebook as pn
 from phaseo_notebook._quality import normalize_text
 
-__all__ = ["SENTENCES", "main", "make_clips", "run"]
+__all__ = ["ROW_NAMES", "SENTENCES", "main", "make_clips", "run"]
 
 #: Harvard sentences (IEEE 1969 lists 1-4), public domain.
 SENTENCES: tuple[str, ...] = (
@@ -161,8 +161,21 @@ def _vm_hwm_mb(pid: int) -> float:
     return 0.0
 
 
-def _engine_children() -> list[int]:
-    """Worker processes of this process (the gateway's engines)."""
+def _cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU seconds used so far by ``pids`` (from /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def _engine_children(marker: bytes = b"_worker_main") -> list[int]:
+    """Child processes of this process whose command line has ``marker`` (the engines)."""
     me = os.getpid()
     found = []
     for entry in Path("/proc").iterdir():
@@ -173,7 +186,7 @@ def _engine_children() -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except (OSError, IndexError):
             continue
-        if int(fields[1]) == me and b"_worker_main" in cmdline:
+        if int(fields[1]) == me and marker in cmdline:
             found.append(int(entry.name))
     return found
 
@@ -202,17 +215,22 @@ def _gateway_row(engine: str, model: str, clips: list[bytes], long: bytes) -> di
     workers = os.cpu_count() or 1
     with pn.LocalGateway(engine=engine, mode="lenient", api_key=None, workers=workers) as gw:
         asyncio.run(_send_all(gw.url, model, clips[:workers], workers))  # warm: every worker loaded
-        start = time.perf_counter()
+        pids = _engine_children()
+        cpu, start = _cpu_seconds(pids), time.perf_counter()
         texts = asyncio.run(_send_all(gw.url, model, clips, 2 * workers))
         short_seconds = time.perf_counter() - start
-        start = time.perf_counter()
+        short_cpu = _cpu_seconds(pids) - cpu
+        cpu, start = _cpu_seconds(pids), time.perf_counter()
         (long_text,) = asyncio.run(_send_all(gw.url, model, [long], 1))
         long_seconds = time.perf_counter() - start
-        peak = max((_vm_hwm_mb(pid) for pid in _engine_children()), default=0.0)
+        long_cpu = _cpu_seconds(pids) - cpu
+        peak = max((_vm_hwm_mb(pid) for pid in pids), default=0.0)
     return {
         "short_seconds": short_seconds,
+        "short_cpu": short_cpu,
         "short_texts": texts,
         "long_seconds": long_seconds,
+        "long_cpu": long_cpu,
         "long_text": long_text,
         "peak_rss_mb": peak,
     }
@@ -252,23 +270,37 @@ def _bare_row(model_dir: str, clips: list[Path], long: Path) -> dict[str, Any]:
     context = multiprocessing.get_context("spawn")
     with context.Pool(workers, initializer=_bare_init, initargs=(model_dir,)) as pool:
         pool.map(_bare_transcribe, [str(p) for p in clips[:workers]], chunksize=1)  # warm
-        start = time.perf_counter()
+        pids = _engine_children(b"multiprocessing")
+        cpu, start = _cpu_seconds(pids), time.perf_counter()
         texts = pool.map(_bare_transcribe, [str(p) for p in clips], chunksize=1)
         short_seconds = time.perf_counter() - start
-        start = time.perf_counter()
+        short_cpu = _cpu_seconds(pids) - cpu
+        cpu, start = _cpu_seconds(pids), time.perf_counter()
         long_text = pool.apply(_bare_transcribe, (str(long),))
         long_seconds = time.perf_counter() - start
+        long_cpu = _cpu_seconds(pids) - cpu
         peaks = dict(pool.map(_bare_peak, range(workers * 4), chunksize=1))
     return {
         "short_seconds": short_seconds,
+        "short_cpu": short_cpu,
         "short_texts": texts,
         "long_seconds": long_seconds,
+        "long_cpu": long_cpu,
         "long_text": long_text,
         "peak_rss_mb": max(peaks.values(), default=0.0),
     }
 
 
-def run(count: int = 40, long_seconds: float = 600.0, *, log: Any = None) -> dict[str, Any]:
+ROW_NAMES: tuple[str, ...] = ("whisper", "bare", "pocketsphinx")
+
+
+def run(
+    count: int = 40,
+    long_seconds: float = 600.0,
+    *,
+    rows: Sequence[str] = ROW_NAMES,
+    log: Any = None,
+) -> dict[str, Any]:
     """Run every row; return the numbers (see the module docstring)."""
     from phaseo_notebook._engines._whisper import bundled_model_dir
 
@@ -292,19 +324,23 @@ def run(count: int = 40, long_seconds: float = 600.0, *, log: Any = None) -> dic
 
         short_audio = sum(wav_duration(c) or 0.0 for c in clips)
         report["short_audio_seconds"] = short_audio
-        rows = [
-            ("whisper (local gateway)", lambda: _gateway_row("whisper", MODEL, clips, long)),
-            (
+        measures = {
+            "whisper": (
+                "whisper (local gateway)",
+                lambda: _gateway_row("whisper", MODEL, clips, long),
+            ),
+            "bare": (
                 "bare faster-whisper",
                 lambda: _bare_row(str(bundled_model_dir()), clip_paths, long_path),
             ),
-            (
+            "pocketsphinx": (
                 "pocketsphinx (local gateway)",
                 lambda: _gateway_row("pocketsphinx", "local/pocketsphinx", clips, long),
             ),
-        ]
+        }
         references = list(SENTENCES[:count])
-        for label, measure in rows:
+        for name in rows:
+            label, measure = measures[name]
             say(f"running {label}...")
             row = measure()
             row["label"] = label
@@ -312,18 +348,24 @@ def run(count: int = 40, long_seconds: float = 600.0, *, log: Any = None) -> dic
             row["short_audio_s_per_s"] = short_audio / row["short_seconds"]
             row["long_audio_s_per_s"] = long_seconds / row["long_seconds"]
             row["short_wer"] = _wer(references, row["short_texts"])
+            row["cpu_s_per_clip"] = row["short_cpu"] / count
+            row["cpu_s_per_long_audio_s"] = row["long_cpu"] / long_seconds
             report["rows"].append(row)
             # Each row as soon as it is measured: a long run keeps what it has.
             say(
                 f"  {label}: {row['clips_per_s']:.2f} clips/s, "
                 f"{row['short_audio_s_per_s']:.1f} audio s/s (short), "
                 f"{row['long_audio_s_per_s']:.1f} audio s/s (long), "
-                f"WER {row['short_wer']:.1%}, peak RSS {row['peak_rss_mb']:.0f} MB"
+                f"WER {row['short_wer']:.1%}, peak RSS {row['peak_rss_mb']:.0f} MB, "
+                f"engine CPU {row['cpu_s_per_clip']:.2f} s/clip, "
+                f"{row['cpu_s_per_long_audio_s']:.3f} s per audio s (long)"
             )
-    bare = next(r for r in report["rows"] if r["label"] == "bare faster-whisper")
+    bare = next((r for r in report["rows"] if r["label"] == "bare faster-whisper"), None)
     for row in report["rows"]:
-        row["x_bare_short"] = row["clips_per_s"] / bare["clips_per_s"]
-        row["x_bare_long"] = row["long_audio_s_per_s"] / bare["long_audio_s_per_s"]
+        row["x_bare_short"] = row["clips_per_s"] / bare["clips_per_s"] if bare else float("nan")
+        row["x_bare_long"] = (
+            row["long_audio_s_per_s"] / bare["long_audio_s_per_s"] if bare else float("nan")
+        )
     return report
 
 
@@ -333,16 +375,16 @@ def format_report(report: dict[str, Any]) -> str:
         f"{report['clips']} short clips ({report['short_audio_seconds']:.0f} s of speech) and "
         f"one {report['long_clip_seconds']:g} s clip, on {report['cpus']} cores:",
         "",
-        "| engine | clips/s | audio s/s (short) | x bare | WER (short) | audio s/s (long) "
-        "| x bare | peak RSS MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| engine | clips/s | audio s/s (short) | x bare | engine CPU s/clip | WER (short) "
+        "| audio s/s (long) | x bare | engine CPU s per audio s (long) | peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in report["rows"]:
         lines.append(
             f"| {row['label']} | {row['clips_per_s']:.2f} | {row['short_audio_s_per_s']:.1f} "
-            f"| {row['x_bare_short']:.2f}x | {row['short_wer']:.1%} "
+            f"| {row['x_bare_short']:.2f}x | {row['cpu_s_per_clip']:.2f} | {row['short_wer']:.1%} "
             f"| {row['long_audio_s_per_s']:.1f} | {row['x_bare_long']:.2f}x "
-            f"| {row['peak_rss_mb']:.0f} |"
+            f"| {row['cpu_s_per_long_audio_s']:.3f} | {row['peak_rss_mb']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -353,10 +395,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="6 clips and a 60 s clip")
     parser.add_argument("--clips", type=int, default=40, help="short clips (at most 40)")
     parser.add_argument("--long-seconds", type=float, default=600.0, help="long clip length")
+    parser.add_argument(
+        "--rows",
+        default=",".join(ROW_NAMES),
+        help=f"comma-separated rows to run, in order (default {','.join(ROW_NAMES)})",
+    )
     parser.add_argument("--json", type=Path, help="also write every number to this file")
     args = parser.parse_args(argv)
     count, long_seconds = (6, 60.0) if args.quick else (min(args.clips, 40), args.long_seconds)
-    report = run(count, long_seconds, log=sys.stderr)
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    unknown = sorted(set(rows) - set(ROW_NAMES))
+    if unknown:
+        parser.error(f"unknown rows {unknown}; valid: {', '.join(ROW_NAMES)}")
+    report = run(count, long_seconds, rows=rows, log=sys.stderr)
     print(format_report(report))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2))
