@@ -349,3 +349,29 @@ def test_budget_on_the_command_line(
     assert int(written["text_error"].fillna("").str.startswith("BudgetExceededError:").sum()) == 30
     assert "30 request(s) not sent (budget)" in err
     assert main([*args, "--prices", "local/fake"]) == 2
+
+
+# -- the upload cell -------------------------------------------------------------------------
+
+
+def test_upload_cell_shows_the_estimate_for_a_paid_model_only(clips: list[bytes]) -> None:
+    import time
+
+    from tests.test_widgets import upload_value
+
+    with (
+        pn.LocalGateway(models={"openai/whisper-1": "fake"}, price_per_minute=PRICE) as gw,
+        pn.Client(**gw.client_kwargs()) as client,
+    ):
+        w = pn.widgets.upload(model="openai/whisper-1", client=client, cache=False)
+        w.file_upload.value = upload_value({f"c{i}.wav": clips[i] for i in range(3)})
+        deadline = time.monotonic() + 30
+        while not w.cost_estimate.value and time.monotonic() < deadline:
+            time.sleep(0.05)
+        shown = w.cost_estimate.value
+        assert "3 requests (0 cached)" in shown and "about 0.0006 USD at 0.006 USD/min" in shown
+        assert w.cost_estimate.layout.display is None
+        assert gw.stats().requests == 0  # nothing sent before Transcribe
+
+        w.model_picker.value = "local/fake"  # an offline engine's test double: free
+        assert w.cost_estimate.value == "" and w.cost_estimate.layout.display == "none"
