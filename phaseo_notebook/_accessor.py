@@ -347,6 +347,8 @@ class SttDataFrameAccessor:
         client: Client | AsyncClient | None = None,
         deadline: float | None = None,
         normalize: bool = True,
+        budget: float | None = None,
+        prices: Mapping[str, float] | None = None,
     ) -> ModelComparison:
         """Transcribe ``col`` with each model and compare them (shared cache and concurrency).
 
@@ -362,6 +364,9 @@ class SttDataFrameAccessor:
             Normalise text before scoring (see :meth:`score`).
         language, language_col, provider, concurrency, cache, errors, progress, client, deadline
             As for :meth:`transcribe` (``deadline`` applies to each model's run).
+        budget, prices
+            As for :meth:`transcribe`; ``budget`` applies to each model's run, and rows a
+            model's run did not send for it count among that model's ``errors``.
 
         Returns
         -------
@@ -395,6 +400,8 @@ class SttDataFrameAccessor:
             client=client,
             deadline=deadline,
             normalize=normalize,
+            budget=budget,
+            prices=prices,
         )
 
     def to_label_studio(

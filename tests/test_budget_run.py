@@ -375,3 +375,31 @@ def test_upload_cell_shows_the_estimate_for_a_paid_model_only(clips: list[bytes]
 
         w.model_picker.value = "local/fake"  # an offline engine's test double: free
         assert w.cost_estimate.value == "" and w.cost_estimate.layout.display == "none"
+
+
+def test_compare_applies_the_budget_to_each_models_run(clips: list[bytes]) -> None:
+    df = pd.DataFrame({"audio": clips[:10]})
+    with (
+        pn.LocalGateway(
+            models={"openai/whisper-1": "fake"},
+            price_per_minute={"*": PRICE, "local/fake": PRICE / 2},
+        ) as gw,
+        pn.Client(**gw.client_kwargs()) as client,
+    ):
+        cmp = df.stt.compare(
+            "audio",
+            models=["openai/whisper-1", "local/fake"],
+            cache=False,
+            client=client,
+            budget=4 * CLIP_COST,
+            prices={"openai/whisper-1": PRICE},
+        )
+        sent = gw.stats().requests
+    table = cmp.table.set_index("model")
+    assert table.loc["openai/whisper-1", "done"] == 4  # the price given
+    assert table.loc["openai/whisper-1", "total_cost"] == pytest.approx(4 * CLIP_COST)
+    assert table.loc["local/fake", "done"] == 8  # half the price, from the gateway's catalog
+    assert table.loc["local/fake", "total_cost"] == pytest.approx(4 * CLIP_COST)
+    assert sent == 12
+    budget_errors = cmp.per_row["error"].fillna("").str.startswith("BudgetExceededError:")
+    assert int(budget_errors.sum()) == 6 + 2
