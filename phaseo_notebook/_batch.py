@@ -625,6 +625,7 @@ async def run_request(request: TranscribeRequest, *, inside_loop: bool = True) -
     deadline_at = None if deadline is None else asyncio.get_running_loop().time() + deadline
     n = len(request.inputs)
     result = BatchResult.empty(n)
+    spend: RunSpend | None = None
     store = resolve_cache(request.cache)
     sender = _RunClient(request.client, request.concurrency, inside_loop)
     try:
@@ -649,9 +650,9 @@ async def run_request(request: TranscribeRequest, *, inside_loop: bool = True) -
             todo.extend(jobs.values())
 
         try:
-            # Budget: the run's price and each job's length, read before the first send.
-            spend = await _run_spend(request, call, sender, todo, bar)
             async with asyncio.timeout_at(deadline_at):
+                # Budget: the run's price and each job's length, read before the first send.
+                spend = await _run_spend(request, call, sender, todo, bar)
                 await _send_all(todo, sender, request, store, result, bar, spend)
         except TimeoutError:
             if errors == "raise":
