@@ -403,3 +403,25 @@ def test_compare_applies_the_budget_to_each_models_run(clips: list[bytes]) -> No
     assert sent == 12
     budget_errors = cmp.per_row["error"].fillna("").str.startswith("BudgetExceededError:")
     assert int(budget_errors.sum()) == 6 + 2
+
+
+def test_the_catalog_is_asked_once_and_only_when_a_price_is_needed(
+    clips: list[bytes], gateway: pn.LocalGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from phaseo_notebook import _client
+
+    real = _client.fetch_catalog
+    calls: list[object] = []
+
+    def counting(*args: object, **kwargs: object) -> list[dict[str, object]]:
+        calls.append(args)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_client, "fetch_catalog", counting)
+    df = pd.DataFrame({"audio": clips[:30]})
+    out = _budgeted(gateway, df, model="local/fake", budget=1.0)
+    assert out["text_error"].isna().all() and len(calls) == 1  # once for 30 requests
+    _budgeted(gateway, df, model="local/fake", budget=1.0, prices={"local/fake": PRICE})
+    offline = df.stt.transcribe(col="audio", model="local/fake", cache=False, budget=1.0)
+    assert offline.attrs["stt"]["spent"] == 0  # embedded: free, and no gateway to ask
+    assert len(calls) == 1
