@@ -7,21 +7,61 @@ prices it (:func:`~._spend.run_price`). No transcription request is sent; the on
 may make is the gateway's catalog (``GET /models``), and only when the model is answered by
 a gateway and ``prices=`` does not name it.
 
-What it does not count yet: a long file the run would split into chunks counts as one
-request.
+A file over the model's limits (:mod:`._limits`: the known table and the 25 MB default)
+is sent as chunks, one request each: :func:`chunk_requests` counts them from the file's
+length, as the chunker sizes them: the first chunk under the bytes limit at raw 16 kHz
+16-bit PCM (its worst case), later ones at the FLAC ratio of speech, about half, and every
+one under the seconds limit with its margin. Cut points fall in pauses, so the real count
+can differ by one. The audio minutes and the cost do not depend on how a file is cut.
 """
 
 from __future__ import annotations
 
+import math
+
 from ._batch import BatchResult, _plan
 from ._cache import resolve_cache
+from ._chunking import (
+    BYTES_MARGIN,
+    CHUNK_SAMPLE_RATE,
+    MAX_CHUNK_SECONDS,
+    SECONDS_MARGIN,
+    needs_chunking,
+)
 from ._client import AsyncClient, Client
 from ._estimate import Estimate, estimate_model
+from ._limits import LimitBook, ModelLimits
 from ._pricing import lookup_price
 from ._request import TranscribeRequest
 from ._spend import measure_seconds, run_price
 
-__all__ = ["estimate_request"]
+__all__ = ["chunk_requests", "estimate_request"]
+
+#: How much longer than raw PCM a chunk of speech in FLAC may be, for the same bytes.
+_SPEECH_FLAC_RATIO = 2.0
+
+
+def chunk_requests(seconds: float | None, size_bytes: int | None, limits: ModelLimits) -> int:
+    """How many requests one file takes under ``limits``: 1, or its number of chunks.
+
+    Examples
+    --------
+    >>> chunk_requests(3000.0, 1_000_000, ModelLimits(25_000_000, 1400))
+    3
+    >>> chunk_requests(60.0, 1_000_000, ModelLimits(25_000_000, 1400))
+    1
+    """
+    if seconds is None or size_bytes is None or not needs_chunking(size_bytes, seconds, limits):
+        return 1
+    first = later = MAX_CHUNK_SECONDS
+    if limits.max_seconds is not None:
+        first = later = min(first, limits.max_seconds * SECONDS_MARGIN)
+    if limits.max_bytes is not None:
+        raw = limits.max_bytes * BYTES_MARGIN / (2 * CHUNK_SAMPLE_RATE)
+        first, later = min(first, raw), min(later, raw * _SPEECH_FLAC_RATIO)
+    if seconds <= first:
+        return 1
+    return 1 + math.ceil((seconds - first) / later)
 
 
 def estimate_request(request: TranscribeRequest) -> Estimate:
@@ -69,7 +109,16 @@ def estimate_request(request: TranscribeRequest) -> Estimate:
             )
         else:  # nothing to send: no reason to ask the gateway
             price = lookup_price(call.model, prices=request.prices)
-        planned = [(key, lengths.get(key)) for key, job in jobs.items() for _ in job.rows]
+        limits = LimitBook().limits_for(call.model)
+        planned: list[tuple[str, float | None]] = []
+        for key, job in jobs.items():
+            length = lengths.get(key)
+            pieces = chunk_requests(length, job.source.size, limits) if key in lengths else 1
+            for _ in job.rows:
+                if pieces == 1 or length is None:
+                    planned.append((key, length))
+                else:  # each chunk is a request of its own, with its share of the audio
+                    planned.extend((f"{key}#chunk{i}", length / pieces) for i in range(pieces))
         part = estimate_model(planned, model=call.model, cached_keys=cached, price_per_minute=price)
     finally:
         if owned is not None:

@@ -425,3 +425,20 @@ def test_the_catalog_is_asked_once_and_only_when_a_price_is_needed(
     offline = df.stt.transcribe(col="audio", model="local/fake", cache=False, budget=1.0)
     assert offline.attrs["stt"]["spent"] == 0  # embedded: free, and no gateway to ask
     assert len(calls) == 1
+
+
+def test_estimate_counts_the_chunks_of_a_file_over_the_models_limit(tmp_path: Path) -> None:
+    long_file = tmp_path / "meeting.wav"
+    long_file.write_bytes(make_wav(7, seconds=1500.0, rate=1000))
+    short = make_wav(8, seconds=2.0, rate=8000)
+    df = pd.DataFrame({"audio": [str(long_file), short, str(long_file)]})
+    model = "openai/gpt-4o-transcribe"  # refuses more than 1400 s: two chunks
+    with (
+        pn.LocalGateway(models={model: "fake"}, price_per_minute=PRICE) as gw,
+        pn.Client(**gw.client_kwargs()) as client,
+    ):
+        estimate = df.stt.estimate(col="audio", model=model, cache=False, client=client)
+        assert gw.stats().requests == 0
+    assert estimate.requests == 2 + 1
+    assert estimate.audio_seconds == pytest.approx(1502.0)
+    assert estimate.cost == pytest.approx(PRICE * 1502 / 60)
