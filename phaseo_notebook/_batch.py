@@ -42,6 +42,7 @@ from ._exceptions import (
     APITimeoutError,
     AudioInputError,
     AuthenticationError,
+    BudgetExceededError,
     ConfigurationError,
     PaymentRequiredError,
     PermissionDeniedError,
@@ -55,6 +56,7 @@ from ._request import (
     ErrorsMode,
     TranscribeRequest,
 )
+from ._spend import RunSpend, measure_seconds, run_price, run_summary
 from ._types import ProviderOptions, TranscriptionResult
 
 __all__ = [
@@ -235,6 +237,8 @@ class _Job:
     call: PreparedCall
     rows: list[int]
     attempts: int = 0
+    #: Audio seconds, for the budget's estimate (None: unknown or not needed).
+    seconds: float | None = None
 
 
 @dataclass
@@ -274,6 +278,8 @@ class BatchResult:
     elapsed: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
     language: list[str | None] = field(default_factory=list)
+    #: The run summary (:func:`._spend.run_summary`): spent, requests, audio minutes, ...
+    summary: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def empty(cls, n: int) -> BatchResult:
@@ -619,6 +625,7 @@ async def run_request(request: TranscribeRequest, *, inside_loop: bool = True) -
     deadline_at = None if deadline is None else asyncio.get_running_loop().time() + deadline
     n = len(request.inputs)
     result = BatchResult.empty(n)
+    spend: RunSpend | None = None
     store = resolve_cache(request.cache)
     sender = _RunClient(request.client, request.concurrency, inside_loop)
     try:
@@ -644,7 +651,9 @@ async def run_request(request: TranscribeRequest, *, inside_loop: bool = True) -
 
         try:
             async with asyncio.timeout_at(deadline_at):
-                await _send_all(todo, sender, request, store, result, bar)
+                # Budget: the run's price and each job's length, read before the first send.
+                spend = await _run_spend(request, call, sender, todo, bar)
+                await _send_all(todo, sender, request, store, result, bar, spend)
         except TimeoutError:
             if errors == "raise":
                 raise APITimeoutError(f"batch deadline of {deadline} s reached") from None
@@ -664,7 +673,46 @@ async def run_request(request: TranscribeRequest, *, inside_loop: bool = True) -
         finally:
             await sender.aclose()
     result.elapsed = time.monotonic() - started
+    result.summary = run_summary(
+        model=call.model,
+        rows=n,
+        requests=result.requests,
+        cache_hits=result.cache_hits,
+        errors=result.errors,
+        elapsed=result.elapsed,
+        spend=spend,
+    )
     return result
+
+
+async def _run_spend(
+    request: TranscribeRequest,
+    call: PreparedCall,
+    sender: _RunClient,
+    todo: deque[_Job],
+    bar: ProgressBar,
+) -> RunSpend:
+    """The run's spend account; with a budget, its price and each queued job's length."""
+    price = None
+    if request.budget is not None and todo:
+        price = await asyncio.to_thread(
+            run_price,
+            call.model,
+            embedded=call.embedded,
+            prices=request.prices,
+            client=sender.client,
+        )
+        seconds = await asyncio.to_thread(measure_seconds, [job.source for job in todo])
+        for job, length in zip(todo, seconds, strict=True):
+            if job.seconds is None:
+                job.seconds = length
+    bar.budget = request.budget
+    return RunSpend(
+        budget=request.budget,
+        price_per_minute=price,
+        limit=request.concurrency,
+        on_cost=bar.add_cost,
+    )
 
 
 async def _send_all(
@@ -674,6 +722,7 @@ async def _send_all(
     store: Cache | None,
     result: BatchResult,
     bar: ProgressBar,
+    spend: RunSpend,
 ) -> None:
     if not todo:
         return
@@ -716,12 +765,14 @@ async def _send_all(
             t0 = time.monotonic()
             outcome: TranscriptionResult | BaseException
             try:
-                outcome = await send(job.source, job.call, on_retry)
+                outcome = await spend.send(send, job.source, job.call, on_retry, job.seconds)
             except (PhaseoError, ValueError, OSError) as err:
                 outcome = err
             finally:
                 limiter.release()
-            result.requests += 1
+            # A request the budget refused was never sent.
+            sent = 0 if isinstance(outcome, BudgetExceededError) else 1
+            result.requests += sent
             if isinstance(outcome, TranscriptionResult):
                 limiter.policy.on_success()
                 _fill(result, job.rows, outcome, time.monotonic() - t0)
@@ -760,7 +811,7 @@ async def _send_all(
                 text = format_error(outcome)
                 for r in job.rows:
                     result.error[r] = text
-                bar.update(len(job.rows), errors=len(job.rows), sent=1)
+                bar.update(len(job.rows), errors=len(job.rows), sent=sent)
                 if errors == "raise":
                     stop.append(outcome)
                     finish_all()
