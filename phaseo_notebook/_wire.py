@@ -49,6 +49,10 @@ def _param(name: str, value: str) -> bytes:
 
 def _encode_part(boundary: bytes, part: Part) -> bytes:
     """One field, as httpx's multipart encoder writes it (boundary line to trailing CRLF)."""
+    return b"".join(_part_chunks(boundary, part))
+
+
+def _part_chunks(boundary: bytes, part: Part) -> list[bytes]:
     name, spec = part
     filename: str | None = spec[0]
     value = spec[1]
@@ -59,8 +63,9 @@ def _encode_part(boundary: bytes, part: Part) -> bytes:
     if content_type is not None:
         head += [b"\r\nContent-Type: ", content_type.encode()]
     head.append(b"\r\n\r\n")
-    data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
-    return b"".join(head) + data + b"\r\n"
+    head.append(value.encode("utf-8") if isinstance(value, str) else value)
+    head.append(b"\r\n")
+    return head
 
 
 def encode_multipart(parts: Sequence[Part], boundary: str) -> bytes:
@@ -151,7 +156,9 @@ class AiohttpSender:
             before = _encode_part(b, parts[0])
             after = b"".join(_encode_part(b, p) for p in parts[2:]) + b"--" + b + b"--\r\n"
             frame = self._frames[key] = (call, before, after)
-        return frame[1] + _encode_part(self._boundary.encode("ascii"), parts[1]) + frame[2]
+        # One join, so a large file is copied once into its body, not once per piece.
+        chunks = _part_chunks(self._boundary.encode("ascii"), parts[1])
+        return b"".join([frame[1], *chunks, frame[2]])
 
     async def post(self, url: str, body: bytes) -> httpx.Response:
         """One POST; the answer's status, raw headers and body as an ``httpx.Response``.
