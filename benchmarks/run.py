@@ -485,6 +485,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help=f"in flight, memory run ({defaults.memory_concurrency})",
     )
+    parser.add_argument(
+        "--files-n", type=int, help=f"files of the files table ({defaults.files_n})"
+    )
+    parser.add_argument("--files-kb", type=int, help=f"KB per file ({defaults.files_kb})")
+    parser.add_argument(
+        "--files-rounds", type=int, help=f"rounds of the files table ({defaults.files_rounds})"
+    )
+    parser.add_argument(
+        "--cached-file-rows",
+        type=int,
+        help=f"files of the cached rerun of files ({defaults.cached_file_rows})",
+    )
     parser.add_argument("--json", type=Path, help="also write every number to this file")
     parser.add_argument(
         "--check", action="store_true", help="exit with status 1 when a target is missed"
