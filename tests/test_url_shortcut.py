@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from phaseo_notebook._audio import _PLAIN_URL_RE, AudioSource, _from_url, normalize_audio
 from phaseo_notebook._exceptions import AudioInputError
 
-_PIECES = st.text(alphabet="aZ09.-_:@/?#[]% \t\x00\x7fé", max_size=24)
+_PIECES = st.text(alphabet="aZ09.-_:@/?#[]% \t\x00\x7fé\ud800", max_size=24)
 
 
 def outcome(fn: object, text: str) -> AudioSource | str:
@@ -35,3 +35,8 @@ def test_the_shortcut_is_taken_for_the_usual_urls() -> None:
         assert normalize_audio(url) == _from_url(url)
     for url in ("https://user:pw@example.com/a.wav", "https://example.com:70000/a.wav"):
         assert not _PLAIN_URL_RE.fullmatch(url)
+
+
+def test_a_url_no_request_could_carry_is_refused_before_sending() -> None:
+    refused = outcome(normalize_audio, "https://example.com/clip-\ud800.wav")
+    assert isinstance(refused, str) and "not valid Unicode text" in refused
