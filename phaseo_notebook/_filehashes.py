@@ -112,15 +112,20 @@ class FileHashes:
         # Only what normalize_audio takes for a path without a second look (no "scheme:").
         if not stripped or "\x00" in text or _SCHEME_RE.match(stripped):
             return None
+        # Strings until the file is known: a Path per row costs more than the stat.
+        name = os.path.expanduser(text) if text.startswith("~") else text
         try:
-            path = Path(text).expanduser()
-            st = os.stat(path)
-        except (OSError, ValueError, RuntimeError):
+            st = os.stat(name)
+        except (OSError, ValueError):
             return None
         if not stat.S_ISREG(st.st_mode):
             return None
-        entry = self._known().get(os.path.abspath(path))
+        entry = self._known().get(os.path.abspath(name))
         if entry is None or entry[0] != st.st_size or entry[1] != st.st_mtime_ns:
+            return None
+        try:
+            path = Path(text).expanduser()
+        except RuntimeError:  # "~user" of no such user; the stat found it otherwise
             return None
         source = AudioSource(
             kind="path", label=describe_input(text), path=path, format=entry[3], size=st.st_size
