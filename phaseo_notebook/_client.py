@@ -12,6 +12,7 @@ import asyncio
 import logging
 import math
 import time
+import urllib.request
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -548,6 +549,16 @@ def _check_download_size(size: int, source: AudioSource) -> None:
         )
 
 
+def _environment_proxies() -> bool:
+    """Whether ``HTTP(S)_PROXY`` or ``ALL_PROXY`` is set.
+
+    httpx sends through such a proxy; aiohttp, as used here, would not. With one set, every
+    request stays on httpx.
+    """
+    proxies = urllib.request.getproxies()
+    return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
+
+
 async def _read_get_body(request: httpx.Request) -> None:
     # The aiohttp transport sends a body it finds unread as chunked, even the empty body of
     # the GET that httpx builds to follow a redirect; servers that take no body with a GET
@@ -595,8 +606,9 @@ class AsyncClient(_BaseClient):
         # Transcription POSTs with the default transport go through aiohttp directly (see
         # _wire); httpx keeps downloads and custom transports.
         self._wire: AiohttpSender | None = None
-        if transport is None:
+        if transport is None and not _environment_proxies():
             self._wire = AiohttpSender(self._headers, self.timeout, max_connections)
+        if transport is None:
             transport = LazyAiohttpTransport(
                 httpx.Limits(
                     max_connections=max_connections, max_keepalive_connections=max_connections

@@ -157,3 +157,15 @@ async def test_an_encoded_answer_is_decoded_as_httpx_decodes_it(
     async with pn.AsyncClient(api_key="sk-test", base_url=gzip_server) as client:
         result = await client.transcribe(wav_bytes, model="openai/whisper-1")
     assert (result.text, result.duration, result.request_id) == ("squeezed", 1.5, "req_gz")
+
+
+@pytest.mark.parametrize("variable", ["HTTPS_PROXY", "http_proxy", "ALL_PROXY"])
+async def test_a_proxy_in_the_environment_keeps_every_request_on_httpx(
+    variable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(variable, "http://proxy.invalid:3128")
+    async with pn.AsyncClient(api_key="sk-test", base_url="https://gw.invalid/v1") as client:
+        assert client._wire is None
+    monkeypatch.delenv(variable)
+    async with pn.AsyncClient(api_key="sk-test", base_url="https://gw.invalid/v1") as client:
+        assert client._wire is not None
