@@ -142,4 +142,4 @@ def test_first_command_on_a_fresh_clone(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "word error rate" in run.stdout and "over 7 clips" in run.stdout
-    assert "transcribing with local/pocketsphinx in this process (offline)" in run.stderr
+    assert "in this process (offline)" in run.stderr
