@@ -128,7 +128,7 @@ def quickstart() -> nbformat.NotebookNode:
                 if os.environ.get("PHASEO_API_KEY"):
                     MODEL = "openai/whisper-1"  # <- a gateway model
                 else:
-                    MODEL = "local/pocketsphinx"  # offline, in this process
+                    MODEL = "local/whisper-tiny.en"  # offline, in this process
                 MODEL
                 """
             ),
@@ -252,7 +252,11 @@ def labeling_pipeline() -> nbformat.NotebookNode:
                 if os.environ.get("PHASEO_API_KEY"):
                     MODEL = "openai/whisper-1"  # <- a gateway model
                 else:
-                    MODEL = "local/pocketsphinx"  # offline, in this process
+                    # Offline, in this process. PocketSphinx transcribes a clip whatever
+                    # language it is labelled with and reports the one it used, which is
+                    # what the language flag below shows; local/whisper-tiny.en refuses a
+                    # non-English label with an error instead (that row would fail).
+                    MODEL = "local/pocketsphinx"
                 MODEL
                 """
             ),
