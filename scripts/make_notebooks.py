@@ -492,17 +492,19 @@ def model_comparison() -> nbformat.NotebookNode:
 
                 With a `reference` column, each model gets WER and CER (case and punctuation
                 ignored). The comparison gets a cache of its own, empty at first, so every
-                request below is sent and `mean_latency_s` is a real latency: it averages
-                requests sent in this run only, and is NaN for a model whose rows all came
-                from the cache (`cached` counts those). Cost is what the gateway reported
-                (the offline engines report 0).
+                request below is sent and `mean_latency_s` is measured: it averages requests
+                sent in this run only, and is NaN for a model whose rows all came from the
+                cache (`cached` counts those). Latency runs from sending to the answer, so
+                with many requests in flight it includes waiting for a free worker;
+                `concurrency=1` sends one clip at a time, so it is each clip's own time.
+                Cost is what the gateway reported (the offline engines report 0).
                 """
             ),
             _code(
                 """
                 CACHE = tempfile.mkdtemp(prefix="phaseo-compare-")
                 comparison = df.stt.compare(
-                    "audio", models=MODELS, reference="reference", cache=CACHE
+                    "audio", models=MODELS, reference="reference", cache=CACHE, concurrency=1
                 )
                 comparison
                 """
