@@ -138,7 +138,13 @@ class SttDataFrameAccessor:
             budget=budget,
             prices=prices,
         )
-        return with_outputs(self._obj, request, run_request_sync(request))
+        return with_outputs(
+            self._obj,
+            request,
+            run_request_sync(request),
+            audio_col=col,
+            language_col=language_col,
+        )
 
     async def atranscribe(
         self,
@@ -184,7 +190,9 @@ class SttDataFrameAccessor:
             budget=budget,
             prices=prices,
         )
-        return with_outputs(self._obj, request, await run_request(request))
+        return with_outputs(
+            self._obj, request, await run_request(request), audio_col=col, language_col=language_col
+        )
 
     def estimate(
         self,
@@ -414,7 +422,7 @@ class SttDataFrameAccessor:
         data_cols: Sequence[str] = (),
         model_version: str = "phaseo-notebook",
         local_files_root: str | os.PathLike[str] | None = None,
-        embed_audio: bool = False,
+        embed_audio: bool | Literal["auto"] = "auto",
     ) -> Path:
         """Write Label Studio tasks (audio transcription template), transcripts as predictions.
 
@@ -439,7 +447,9 @@ class SttDataFrameAccessor:
             Directory Label Studio serves as local files: paths under it become
             ``/data/local-files/?d=...`` links.
         embed_audio
-            Put local audio files into the tasks file as data URIs (bytes always are).
+            ``"auto"`` (default): local files up to 1 MB go into the tasks file as data URIs,
+            which Label Studio plays with no setup (bytes always do); ``True``: all of them;
+            ``False``: none. Other local paths are written as given, with a warning.
 
         Returns
         -------

@@ -251,18 +251,21 @@ class _UsageError(Exception):
 def _add_transcribe(subparsers: _Subparsers) -> None:
     parser = subparsers.add_parser(
         "transcribe",
-        help="transcribe a CSV, a Parquet file or a folder of audio files",
+        help="transcribe an audio file, a CSV, a Parquet file or a folder of audio files",
         description=(
             "Transcribe every row of INPUT: a CSV or Parquet file with a column of audio "
-            "(paths, relative to the current directory; http(s) URLs; data URIs), or a folder "
-            "whose audio files become the rows (column --col, plus 'file'). Finished rows are "
+            "(paths, relative to the current directory; http(s) URLs; data URIs), a folder "
+            "whose audio files become the rows (column --col, plus 'file'; other files are "
+            "skipped and listed on stderr), or a single audio file. Finished rows are "
             "cached, so a rerun sends only what is missing. Progress goes to stderr. Exit "
             "status: 0 every row transcribed, 1 some rows failed (the output is still written, "
             "with the reasons in the '<text-col>_error' column), 2 usage or fatal error "
             "(nothing written)."
         ),
     )
-    parser.add_argument("input", type=Path, metavar="INPUT", help="a .csv, .parquet or folder")
+    parser.add_argument(
+        "input", type=Path, metavar="INPUT", help="an audio file, a .csv, a .parquet or a folder"
+    )
     parser.add_argument(
         "--col", default="audio", help="column of audio inputs (default %(default)s)"
     )
@@ -329,6 +332,7 @@ def _add_transcribe(subparsers: _Subparsers) -> None:
         help="print what the run would send and cost (after dedupe and the cache), send "
         "nothing, exit 0",
     )
+    _add_key_options(parser)
     parser.set_defaults(handler=_run_transcribe)
 
 
@@ -362,13 +366,12 @@ def _read_input(path: Path, col: str, recursive: bool) -> Any:
 
     from phaseo_notebook._constants import AUDIO_EXTENSIONS
 
+    audio_suffixes = AUDIO_EXTENSIONS | {"aif"}
     if path.is_dir():
         pattern = "**/*" if recursive else "*"
-        files = sorted(
-            p
-            for p in path.glob(pattern)
-            if p.is_file() and p.suffix.lower().lstrip(".") in AUDIO_EXTENSIONS | {"aif"}
-        )
+        found = sorted(p for p in path.glob(pattern) if p.is_file())
+        files = [p for p in found if p.suffix.lower().lstrip(".") in audio_suffixes]
+        _report_skipped(path, [p for p in found if p not in set(files)])
         if not files:
             known = ", ".join(sorted(AUDIO_EXTENSIONS))
             raise _UsageError(f"folder {str(path)!r} holds no audio files (extensions: {known})")
@@ -377,10 +380,12 @@ def _read_input(path: Path, col: str, recursive: bool) -> Any:
         )
     if not path.exists():
         raise _UsageError(f"input {str(path)!r} does not exist")
+    if path.suffix.lower().lstrip(".") in audio_suffixes:
+        return pd.DataFrame({col: [str(path)], "file": [path.name]})
     kind = _TABLE_SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise _UsageError(
-            f"input {str(path)!r} is not a .csv or .parquet file or a folder of audio files"
+            f"input {str(path)!r} is not an audio file, a .csv or .parquet file, or a folder"
         )
     try:
         frame = pd.read_csv(path) if kind == "csv" else pd.read_parquet(path)
@@ -392,6 +397,123 @@ def _read_input(path: Path, col: str, recursive: bool) -> Any:
             f"column {col!r} is not in {str(path)!r} (columns: {shown}); choose one with --col"
         )
     return frame
+
+
+#: Skipped files named one by one up to this many; the rest are counted.
+_SKIPPED_SHOWN = 10
+
+
+def _report_skipped(folder: Path, skipped: list[Path]) -> None:
+    """Say on stderr which files of a folder run are not audio, so none is dropped silently."""
+    if not skipped:
+        return
+    names = [p.relative_to(folder).as_posix() for p in skipped]
+    shown = ", ".join(names[:_SKIPPED_SHOWN])
+    more = f" and {len(names) - _SKIPPED_SHOWN} more" if len(names) > _SKIPPED_SHOWN else ""
+    print(
+        f"phaseo-notebook transcribe: skipped {len(names)} file(s) that are not audio: "
+        f"{shown}{more}",
+        file=sys.stderr,
+    )
+
+
+# --------------------------------------------------------------------------- API key
+
+#: ``--env-file`` reads only these names; anything else in the file is ignored.
+_ENV_FILE_NAMES = ("PHASEO_API_KEY", "PHASEO_BASE_URL")
+
+
+def _add_key_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "gateway key",
+        "The key comes from $PHASEO_API_KEY (preferred), else from --env-file, else --api-key.",
+    )
+    group.add_argument(
+        "--env-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="read PHASEO_API_KEY and PHASEO_BASE_URL from FILE (lines NAME=value, as in a "
+        ".env file); variables already set in the environment win",
+    )
+    group.add_argument(
+        "--api-key",
+        default=None,
+        metavar="KEY",
+        help="the gateway key (visible to other users in the process list: prefer the "
+        "environment or --env-file)",
+    )
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    r"""The ``PHASEO_*`` settings of a ``.env`` file: ``NAME=value`` lines.
+
+    Blank lines and ``#`` comments are skipped, an ``export`` prefix is allowed, and one
+    pair of matching quotes around a value is removed.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / ".env"
+    >>> _ = f.write_text("# key\nexport PHASEO_API_KEY='sk-1'\nOTHER=x\n")
+    >>> read_env_file(f)
+    {'PHASEO_API_KEY': 'sk-1'}
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise _UsageError(f"cannot read --env-file {str(path)!r}: {err}") from err
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        name, sep, value = line.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or name not in _ENV_FILE_NAMES:
+            continue
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        found[name] = value
+    return found
+
+
+def _apply_key_options(args: argparse.Namespace) -> None:
+    """Put ``--env-file`` and ``--api-key`` where the package reads its settings."""
+    if args.env_file is not None:
+        for name, value in read_env_file(args.env_file).items():
+            os.environ.setdefault(name, value)
+    if args.api_key is not None:
+        print(
+            "phaseo-notebook: warning: --api-key is visible to other users of this machine "
+            "in the process list; prefer PHASEO_API_KEY in the environment or --env-file",
+            file=sys.stderr,
+        )
+        os.environ["PHASEO_API_KEY"] = args.api_key
+
+
+def _check_key(model: str | None) -> None:
+    """Refuse, in shell terms, a gateway model when no key is set (nothing is sent)."""
+    from phaseo_notebook._base_client import check_remote_allowed, is_local_model, resolve_config
+    from phaseo_notebook._constants import LOCAL_DEFAULT_MODEL
+    from phaseo_notebook._exceptions import ConfigurationError
+
+    if model is None or is_local_model(model):
+        return
+    config = resolve_config(None, None)  # a malformed base URL is its own error
+    try:
+        check_remote_allowed(model, config)
+    except ConfigurationError:
+        pass
+    else:
+        return
+    raise _UsageError(
+        f"ConfigurationError: model {model!r} needs the gateway but no API key is set. "
+        "Set it in the environment (export PHASEO_API_KEY=...), put PHASEO_API_KEY=... in a "
+        "file and pass --env-file FILE, or pass --api-key KEY (visible in the process list); "
+        f"or use --model {LOCAL_DEFAULT_MODEL} for the embedded offline engine"
+    )
 
 
 def _output_kind(out: Path | None) -> str | None:
@@ -439,6 +561,8 @@ def _run_transcribe(args: argparse.Namespace) -> int:
 
     columns = OutputColumns(args.text_col, metadata=True)
     try:
+        _apply_key_options(args)
+        _check_key(args.model)
         kind = _output_kind(args.out)
         frame = _read_input(args.input, args.col, args.recursive)
         cache: Any = False if args.no_cache else (args.cache_dir or True)
@@ -535,6 +659,7 @@ def _add_cache(subparsers: _Subparsers) -> None:
         default=None,
         help="cache directory or fsspec URL (default $PHASEO_CACHE_DIR)",
     )
+    _add_cache_dir_first(parser)
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     info = actions.add_parser(
         "info",
@@ -561,6 +686,32 @@ def _add_cache(subparsers: _Subparsers) -> None:
     parser.set_defaults(handler=_run_cache)
 
 
+def _add_cache_dir_first(parser: argparse.ArgumentParser) -> None:
+    # `cache --dir X info` as well as `cache info --dir X`: a separate name, because a
+    # sub-command's default would overwrite the value given before it.
+    parser.add_argument("--dir", dest="dir_first", default=None, help=argparse.SUPPRESS)
+
+
+def _cache_location(args: argparse.Namespace) -> str | None:
+    """The cache directory a ``cache`` command names, checked to exist when it was chosen.
+
+    The default location may not exist yet (nothing cached); a directory given with
+    ``--dir`` or ``$PHASEO_CACHE_DIR`` that does not exist is a mistake, not an empty cache.
+    """
+    from phaseo_notebook._constants import ENV_CACHE_DIR
+
+    first, last = getattr(args, "dir_first", None), args.dir
+    if first is not None and last is not None and first != last:
+        raise _UsageError(f"two different --dir values: {first!r} and {last!r}")
+    chosen = last if last is not None else first
+    where = "--dir"
+    if chosen is None and os.environ.get(ENV_CACHE_DIR):
+        chosen, where = os.environ[ENV_CACHE_DIR], f"${ENV_CACHE_DIR}"
+    if chosen is not None and "://" not in chosen and not Path(chosen).expanduser().exists():
+        raise _UsageError(f"{where} {chosen!r} does not exist")
+    return chosen
+
+
 def _run_cache(args: argparse.Namespace) -> int:
     import json
 
@@ -568,7 +719,7 @@ def _run_cache(args: argparse.Namespace) -> int:
     from phaseo_notebook._exceptions import CacheError
 
     try:
-        cache = Cache(args.dir)
+        cache = Cache(_cache_location(args))
         if args.action == "info":
             info = cache.info()
             if args.json:
@@ -587,7 +738,7 @@ def _run_cache(args: argparse.Namespace) -> int:
                 f"compacted {cache.path}: {stats['parts_before']} -> {stats['parts_after']} "
                 f"part file(s), {stats['rows_before']} -> {stats['rows_after']} row(s)"
             )
-    except (CacheError, OSError) as err:
+    except (CacheError, OSError, _UsageError) as err:
         return _fatal("cache", str(err))
     return EXIT_OK
 
@@ -619,27 +770,101 @@ def _add_demo(subparsers: _Subparsers) -> None:
     parser.set_defaults(handler=_run_demo)
 
 
-def _run_demo(args: argparse.Namespace) -> int:
-    import pandas as pd
+class _DemoProgress:
+    """A spinner from the first instant, then a bar of clips done, on stderr (rich).
 
-    import phaseo_notebook as pn
-    from phaseo_notebook._exceptions import PhaseoError
+    Silent where the package's bars are (``--no-progress``, ``PHASEO_NO_PROGRESS``, or
+    stderr not a terminal), so logs and pipes get only the table.
+    """
 
-    try:
-        samples = pn.load_samples()
-        out = samples.stt.transcribe(
-            col="audio",
-            model=args.model,
-            cache=not args.no_cache,
-            progress=not args.no_progress,
+    def __init__(self, enabled: bool) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
         )
-        scored = out.stt.score(ref="reference", hyp="text")
-    except (PhaseoError, ImportError, ValueError, OSError) as err:
-        return _fatal("demo", f"{type(err).__name__}: {err}")
-    table = scored.df[["file", "reference", "text", "wer"]]
-    with pd.option_context("display.width", 200, "display.max_colwidth", 60):
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.0%}"))
-    print(
+
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+            disable=not enabled,
+        )
+        self._task = self._progress.add_task("loading the package", total=None)
+
+    def __enter__(self) -> _DemoProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def stage(self, description: str, total: int | None = None) -> None:
+        """Name what happens now; a ``total`` starts a bar of that many clips."""
+        if total is None:
+            self._progress.update(self._task, description=description)
+        else:
+            self._progress.update(self._task, description=description, total=total, completed=0)
+
+    def advance(self, done: int, total: int) -> None:
+        self._progress.update(self._task, completed=done, total=total)
+
+
+def _demo_table(scored: Any) -> Any:
+    """The per-clip table, as a rich Table that wraps its text columns to the terminal."""
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False, expand=False)
+    table.add_column("file", no_wrap=True)
+    table.add_column("reference", overflow="fold")
+    table.add_column("text", overflow="fold")
+    table.add_column("wer", justify="right", no_wrap=True)
+    for row in scored.df.itertuples(index=False):
+        wer = "" if row.wer != row.wer else f"{row.wer:.0%}"  # NaN: the row failed
+        text = "" if not isinstance(row.text, str) else row.text
+        table.add_row(str(row.file), str(row.reference), text, wer)
+    return table
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from phaseo_notebook._progress import progress_enabled
+
+    with _DemoProgress(progress_enabled(not args.no_progress)) as progress:
+        from phaseo_notebook._batch import run_request_sync
+        from phaseo_notebook._exceptions import PhaseoError
+        from phaseo_notebook._frames import frame_request, with_outputs
+        from phaseo_notebook._samples import load_samples
+
+        try:
+            samples = load_samples()
+            progress.stage(f"transcribing with {args.model}", total=len(samples))
+            request = frame_request(
+                samples,
+                "audio",
+                model=args.model,
+                cache=not args.no_cache,
+                progress=False,
+                on_progress=progress.advance,
+            )
+            out = with_outputs(samples, request, run_request_sync(request))
+            progress.stage("scoring")
+            scored = out.stt.score(ref="reference", hyp="text")
+        except (PhaseoError, ImportError, ValueError, OSError) as err:
+            return _fatal("demo", f"{type(err).__name__}: {err}")
+    from rich.console import Console
+
+    # Transcripts are shown as written: no markup, emoji codes or highlighting read into them.
+    console = Console(highlight=False, markup=False, emoji=False)
+    console.print(_demo_table(scored))
+    console.print(
         f"\n{args.model}: word error rate {scored.wer:.1%} over {scored.rows} clips "
         f"({scored.words} words)"
     )
@@ -665,10 +890,13 @@ def build_parser() -> argparse.ArgumentParser:
     >>> build_parser().parse_args(["serve", "--port", "0"]).port
     0
     """
+    from phaseo_notebook._version import __version__
+
     parser = argparse.ArgumentParser(
         prog="phaseo-notebook",
         description="Speech-to-text for notebooks and dataframes, from the command line.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in _COMMANDS:
         add(subparsers)

@@ -11,9 +11,14 @@ Label Studio
     - a path under ``local_files_root``: ``/data/local-files/?d=<path relative to it>``, for
       Label Studio's local file serving (``LOCAL_FILES_SERVING_ENABLED=true`` and
       ``LOCAL_FILES_DOCUMENT_ROOT`` set to that root);
-    - bytes, and paths when ``embed_audio=True``: a ``data:audio/...;base64,`` URI inside
-      the file (self-contained; fine for short clips, large for long ones);
-    - any other path: as written (Label Studio cannot play it until you serve it somehow).
+    - bytes, and local files of at most ``EMBED_MAX_BYTES`` (1 MB: about 30 s of 16 kHz WAV,
+      minutes of FLAC or MP3) by default: a ``data:audio/...;base64,`` URI inside the file,
+      which Label Studio plays with no setup. The file grows by 4/3 of the audio's size, and
+      Label Studio keeps a copy in its database, so ``embed_audio="auto"`` (the default) stops
+      at that size; ``embed_audio=True`` embeds every file, ``False`` none;
+    - any other path (a larger file, or ``embed_audio=False``): as written, with a warning,
+      since Label Studio cannot play it until it is served (``local_files_root``, or upload
+      the files and point the tasks at their URLs).
 
     :func:`read_label_studio` reads Label Studio's JSON export (full ``JSON`` or ``JSON_MIN``)
     into one row per task, and :func:`merge_label_studio` puts the reviewed text back into
@@ -78,6 +83,10 @@ LABEL_STUDIO_CONFIG = """\
 """
 
 AudioBytes = Literal["data_uri", "omit"]
+EmbedAudio = bool | Literal["auto"]
+
+#: Largest local file ``embed_audio="auto"`` puts into a tasks file as a data URI.
+EMBED_MAX_BYTES = 1_000_000
 
 
 def label_studio_config() -> str:
@@ -196,7 +205,7 @@ def _write_text_atomic(path: Path, write: Any) -> None:
 
 
 def _task_audio(
-    value: Any, *, root: Path | None, embed: bool, row: int, audio_col: str
+    value: Any, *, root: Path | None, embed: EmbedAudio, row: int, audio_col: str
 ) -> str | None:
     from ._audio import normalize_audio
     from ._exceptions import AudioInputError
@@ -216,7 +225,7 @@ def _task_audio(
     if source.kind == "url":
         return source.url
     assert source.path is not None
-    if embed:
+    if embed is True:
         return _data_uri(source.read())
     if root is not None:
         try:
@@ -225,7 +234,10 @@ def _task_audio(
             pass
         else:
             return f"/data/local-files/?d={relative.as_posix()}"
-    return str(value)
+    small = source.path.is_file() and source.path.stat().st_size <= EMBED_MAX_BYTES
+    if embed == "auto" and small:
+        return _data_uri(source.read())
+    return None  # the caller writes the path as given, and says Label Studio cannot play it
 
 
 def to_label_studio(
@@ -238,7 +250,7 @@ def to_label_studio(
     data_cols: Sequence[str] = (),
     model_version: str = "phaseo-notebook",
     local_files_root: str | os.PathLike[str] | None = None,
-    embed_audio: bool = False,
+    embed_audio: EmbedAudio = "auto",
 ) -> Path:
     """Write a Label Studio tasks file, transcripts as predictions; behind ``df.stt.to_label_studio``.
 
@@ -260,7 +272,10 @@ def to_label_studio(
         Directory that Label Studio serves as local files; paths under it become
         ``/data/local-files/?d=...`` links.
     embed_audio
-        Put local files inside the tasks file as data URIs.
+        ``"auto"`` (default): local files up to ``EMBED_MAX_BYTES`` (1 MB) go inside the tasks
+        file as data URIs, which Label Studio plays as is; ``True``: every local file;
+        ``False``: none. Paths neither embedded nor under ``local_files_root`` are written
+        as given, with a warning: Label Studio cannot play them.
 
     Returns
     -------
@@ -291,12 +306,16 @@ def to_label_studio(
     audio = df[audio_col].tolist()
     texts = df[text_col].tolist()
     extras = {col: df[col].tolist() for col in extra}
+    if embed_audio not in (True, False, "auto"):
+        raise ValueError(f"embed_audio must be True, False or 'auto', not {embed_audio!r}")
     tasks: list[dict[str, Any]] = []
+    unplayable: list[str] = []
     for i, key in enumerate(keys):
+        playable = _task_audio(audio[i], root=root, embed=embed_audio, row=i, audio_col=audio_col)
+        if playable is None and not is_missing(audio[i]):
+            unplayable.append(str(audio[i]))
         data: dict[str, Any] = {
-            TO_NAME: _task_audio(
-                audio[i], root=root, embed=embed_audio, row=i, audio_col=audio_col
-            ),
+            TO_NAME: str(audio[i]) if playable is None and not is_missing(audio[i]) else playable,
             ROW_KEY: key,
         }
         for col, values in extras.items():
@@ -323,6 +342,21 @@ def to_label_studio(
                 }
             )
         tasks.append(task)
+    if unplayable:
+        import warnings
+
+        why = (
+            f"larger than {EMBED_MAX_BYTES:,} bytes"
+            if embed_audio == "auto"
+            else "not embedded (embed_audio=False)"
+        )
+        warnings.warn(
+            f"{len(unplayable)} task(s) point at local files Label Studio cannot play ({why}),"
+            f" e.g. {unplayable[0]!r}: pass local_files_root= (Label Studio's local file"
+            " serving) or embed_audio=True",
+            UserWarning,
+            stacklevel=3,
+        )
     target = Path(path).expanduser()
     _write_text_atomic(target, lambda fh: json.dump(tasks, fh, ensure_ascii=False, indent=1))
     return target

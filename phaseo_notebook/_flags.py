@@ -15,7 +15,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from ._audio import AudioFacts, is_missing, local_audio_bytes, measure_audio
-from ._frames import check_language_choice, require_column
+from ._frames import check_language_choice, recorded_run, require_column
 from ._scoring import token_count
 
 if TYPE_CHECKING:
@@ -202,6 +202,11 @@ def flag_rows(
         return fallback if fallback in df.columns else None
 
     check_language_choice(language, language_col)
+    run = recorded_run(df, text_col)
+    if audio_col is None:
+        audio_col = run.get("audio_col")
+    if language is None and language_col is None:
+        language, language_col = run.get("language"), run.get("language_col")
     for name, value in (("min_rate", min_rate), ("max_rate", max_rate)):
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
             raise ValueError(
@@ -270,6 +275,7 @@ def flag_rows(
         if want is not None and got is not None:
             flags["flag_language"][i] = want != got
 
+    _warn_unchecked(flags, texts, audio_col, durations, asked, reported, text_col)
     out = df.copy()
     for name, values in flags.items():
         out[name] = pd.array(values, dtype="boolean")
@@ -280,3 +286,40 @@ def flag_rows(
     out["needs_review"] = pd.Series([bool(r) for r in reasons], index=df.index, dtype="bool")
     out["review_reasons"] = pd.Series(reasons, index=df.index, dtype=object)
     return out
+
+
+def _warn_unchecked(
+    flags: dict[str, list[bool | None]],
+    texts: list[Any],
+    audio_col: str | None,
+    durations: list[Any] | None,
+    asked: list[Any] | None,
+    reported: list[Any] | None,
+    text_col: str,
+) -> None:
+    """Say why flags stayed NA on rows with text, so an all-NA column is not read as "fine"."""
+    import warnings
+
+    rows = [i for i, failed in enumerate(flags["flag_error"]) if failed is False]
+    reasons: list[str] = []
+    no_rate = [i for i in rows if flags["flag_short"][i] is None]
+    if no_rate:
+        if audio_col is None and durations is None:
+            why = (
+                "no clip durations: pass audio_col= (local files and bytes are measured), or "
+                f"transcribe with metadata=True for a {text_col}_duration column"
+            )
+        else:
+            why = "their durations could not be measured (URL audio is never downloaded)"
+        reasons.append(f"flag_short/flag_long unchecked on {len(no_rate)} row(s): {why}")
+    no_language = [i for i in rows if flags["flag_language"][i] is None]
+    if no_language:
+        if asked is None or all(language_code(asked[i]) is None for i in no_language):
+            why = "no language was asked for (language= or language_col=)"
+        elif reported is None:
+            why = f"no reported language: transcribe with metadata=True for {text_col}_language"
+        else:
+            why = "the gateway reported no language for them"
+        reasons.append(f"flag_language unchecked on {len(no_language)} row(s): {why}")
+    if reasons:
+        warnings.warn("; ".join(reasons), UserWarning, stacklevel=4)

@@ -21,6 +21,11 @@ The returned frame also carries the run summary in ``attrs["stt"]`` (a dict: ``m
 ``rows``, ``requests``, ``cache_hits``, ``audio_minutes``, ``spent``, ``currency``,
 ``budget``, ``not_sent_budget``, ``errors``, ``elapsed_s``; see
 :func:`phaseo_notebook._spend.run_summary`).
+
+Text columns (``text``, ``text_error``, ``_provider``, ``_request_id``, ``_language``) have
+pandas' default string dtype (:data:`TEXT_DTYPE`) whatever the outcome of the rows:
+``str`` with NaN for missing on pandas 3, ``object`` with None on pandas 2. Test for a
+failed row with ``out["text_error"].notna()``.
 """
 
 from __future__ import annotations
@@ -39,11 +44,14 @@ if TYPE_CHECKING:
 __all__ = [
     "METADATA_FIELDS",
     "RESERVED_FIELDS",
+    "RUN_ATTR",
+    "TEXT_DTYPE",
     "OutputColumns",
     "assign_columns",
     "check_language_choice",
     "frame_inputs",
     "frame_request",
+    "recorded_run",
     "require_column",
     "with_outputs",
 ]
@@ -60,11 +68,20 @@ METADATA_FIELDS: tuple[str, ...] = (
 )
 #: Suffixes kept for timestamps: a run with ``timestamps=`` will add them.
 RESERVED_FIELDS: tuple[str, ...] = ("segments", "words")
-_DTYPES: dict[str, str] = {
+#: pandas' own dtype for a column of strings with gaps: ``str`` (missing: NaN) on pandas 3,
+#: ``object`` (missing: None) on pandas 2. Every text column of a run gets it, so its dtype
+#: does not depend on whether some, all or no rows failed.
+TEXT_DTYPE: Any = pd.Series(["", None]).dtype
+_DTYPES: dict[str, Any] = {
+    "text": TEXT_DTYPE,
+    "error": TEXT_DTYPE,
     "cached": "bool",
+    "provider": TEXT_DTYPE,
     "duration": "float64",
     "cost": "float64",
     "latency": "float64",
+    "request_id": TEXT_DTYPE,
+    "language": TEXT_DTYPE,
 }
 
 
@@ -146,15 +163,55 @@ def frame_request(
     return TranscribeRequest(inputs, language=language, languages=languages, **options)
 
 
-def with_outputs(df: pd.DataFrame, request: TranscribeRequest, result: BatchResult) -> pd.DataFrame:
+#: Key of ``DataFrame.attrs`` where a run notes what it read, for ``df.stt.flag`` to find.
+RUN_ATTR = "phaseo_notebook.run"
+
+
+def with_outputs(
+    df: pd.DataFrame,
+    request: TranscribeRequest,
+    result: BatchResult,
+    *,
+    audio_col: Any = None,
+    language_col: Any = None,
+) -> pd.DataFrame:
     """``df`` with the columns of a finished run, named after the request's ``out_col``.
 
-    The run summary goes to ``attrs["stt"]``.
+    With ``audio_col``, the output's ``attrs[RUN_ATTR]`` records the audio column, the text
+    column and the language asked for, so ``df.stt.flag()`` needs no arguments. The run
+    summary goes to ``attrs["stt"]``.
     """
     out = OutputColumns(request.out_col, request.metadata).assign(df, result)
     if result.summary:
         out.attrs["stt"] = dict(result.summary)
+    if audio_col is not None:
+        out.attrs[RUN_ATTR] = {
+            "audio_col": audio_col,
+            "text_col": request.out_col,
+            "language": request.language,
+            "language_col": language_col,
+        }
     return out
+
+
+def recorded_run(df: pd.DataFrame, text_col: str) -> dict[str, Any]:
+    """What the run that made ``text_col`` recorded (see :func:`with_outputs`), or ``{}``.
+
+    Only columns still present count: a renamed or dropped column is not guessed at.
+
+    Examples
+    --------
+    >>> recorded_run(pd.DataFrame({"text": ["hi"]}), "text")
+    {}
+    """
+    run = df.attrs.get(RUN_ATTR)
+    if not isinstance(run, dict) or run.get("text_col") != text_col:
+        return {}
+    return {
+        k: v
+        for k, v in run.items()
+        if not (k.endswith("_col") and k != "text_col" and v not in df.columns)
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,8 +252,8 @@ class OutputColumns:
     def names(self) -> list[str]:
         return [name for name, _ in self.fields()]
 
-    def dtypes(self) -> dict[str, str | None]:
-        """Column name -> pandas dtype (None: let pandas infer, text and objects)."""
+    def dtypes(self) -> dict[str, Any]:
+        """Column name -> pandas dtype (None: let pandas infer)."""
         return {name: _DTYPES.get(field) for name, field in self.fields()}
 
     def from_result(self, result: BatchResult) -> dict[str, list[Any]]:
@@ -211,7 +268,7 @@ class OutputColumns:
 def assign_columns(
     df: pd.DataFrame,
     columns: Mapping[str, list[Any]],
-    dtypes: Mapping[str, str | None] | None = None,
+    dtypes: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """A copy of ``df`` with ``columns`` added by position, so any index works.
 

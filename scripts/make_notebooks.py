@@ -1,14 +1,18 @@
 """Write the example notebooks in ``notebooks/`` from the cell sources below.
 
-The notebooks are generated, not edited by hand, so that they are reviewable as code and
-committed without outputs: every cell has a fixed id, no outputs and no execution count.
-They run top to bottom on a fresh machine with no API key (the embedded ``local/*``
-engines), and each has a clearly marked cell where a real gateway key and model go.
+The notebooks are generated, not edited by hand, so that they are reviewable as code: every
+cell has a fixed id. They are committed with their outputs (so they read as run, on GitHub
+too), made by running each one top to bottom offline with nbclient in a fresh kernel: no
+API key or gateway, an empty cache in a temporary directory, progress bars off, from a copy
+in a temporary directory laid out like the repository (so ``../shared/audio`` from the
+repository's root still resolves). Each has a clearly marked cell where a real gateway key
+and model go.
 
 Usage::
 
-    python scripts/make_notebooks.py          # (re)write notebooks/*.ipynb
-    python scripts/make_notebooks.py --check  # exit 1 if a committed notebook is stale
+    python scripts/make_notebooks.py          # (re)write and run notebooks/*.ipynb
+    python scripts/make_notebooks.py --no-execute  # sources only, outputs cleared
+    python scripts/make_notebooks.py --check  # exit 1 if a notebook's cells are stale
 
 Examples
 --------
@@ -19,18 +23,27 @@ Examples
 from __future__ import annotations
 
 import argparse
+import copy
+import os
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import nbformat
 
-NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+#: Real recordings beside the repository, read by the notebooks as ``../shared/audio``.
+SHARED_DIR = REPO_ROOT.parent / "shared"
+#: Seconds a single cell may run (Whisper and PocketSphinx over the real recordings).
+CELL_TIMEOUT = 600
 
 # nbformat has no type hints; these names keep the untyped calls in one place.
 _v4: Any = nbformat.v4
 _writes: Any = nbformat.writes
+_read: Any = nbformat.read
 
 _KERNEL_METADATA: dict[str, Any] = {
     "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
@@ -90,7 +103,20 @@ def quickstart() -> nbformat.NotebookNode:
                 import phaseo_notebook as pn
 
                 df = pn.load_samples()  # short English clips bundled with the package
-                df
+                df.loc[len(df), ["audio", "file"]] = "missing.wav"  # a row that will fail
+                df[["file", "reference"]]  # "audio" holds each clip's path
+                """
+            ),
+            _md(
+                """
+                Listen to a clip right here: `IPython.display.Audio` embeds a player.
+                """
+            ),
+            _code(
+                """
+                from IPython.display import Audio
+
+                Audio(df.loc[0, "audio"])
                 """
             ),
             _md(_GATEWAY_MD),
@@ -123,6 +149,22 @@ def quickstart() -> nbformat.NotebookNode:
             ),
             _md(
                 """
+                ## A row that failed
+
+                A bad row does not stop the others: it gets no text, and `text_error` says
+                why (here, the file does not exist). Failures are not cached, so a later run
+                tries them again.
+                """
+            ),
+            _code(
+                """
+                failed = out[out["text_error"].notna()]
+                for file, error in zip(failed["file"], failed["text_error"]):
+                    print(f"{file}: {error}")
+                """
+            ),
+            _md(
+                """
                 ## Run it again: answered from the cache
 
                 The cache lives in `PHASEO_CACHE_DIR` (default `~/.cache/phaseo-notebook`);
@@ -135,7 +177,8 @@ def quickstart() -> nbformat.NotebookNode:
                 again = df.stt.transcribe(col="audio", model=MODEL, metadata=True)
                 seconds = time.perf_counter() - start
                 print(f"{int(again['text_cached'].sum())} of {len(again)} rows from the cache in {seconds:.2f} s")
-                assert again["text_cached"].all() and again["text"].equals(out["text"])
+                worked = out["text_error"].isna()
+                assert again.loc[worked, "text_cached"].all() and again["text"].equals(out["text"])
                 """
             ),
             _md(
@@ -150,7 +193,7 @@ def quickstart() -> nbformat.NotebookNode:
             ),
             _code(
                 """
-                scores = out.stt.score(ref="reference", hyp="text")
+                scores = out[out["text_error"].isna()].stt.score(ref="reference", hyp="text")
                 print(f"WER {scores.wer:.1%}, CER {scores.cer:.1%} over {scores.rows} clips")
                 scores.df[["file", "reference", "text", "wer"]]
                 """
@@ -165,7 +208,7 @@ def quickstart() -> nbformat.NotebookNode:
             ),
             _code(
                 """
-                df["audio"].stt.transcribe(model=MODEL)
+                df["audio"].head(3).stt.transcribe(model=MODEL)
                 """
             ),
         ],
@@ -377,7 +420,7 @@ def labeling_pipeline() -> nbformat.NotebookNode:
 
 
 def model_comparison() -> nbformat.NotebookNode:
-    """Several models over the same clips: a table and a chart of WER and cost."""
+    """Two offline engines over real recordings: a table and a chart of WER and latency."""
     return _notebook(
         "model_comparison",
         [
@@ -388,16 +431,44 @@ def model_comparison() -> nbformat.NotebookNode:
                 `df.stt.compare` transcribes the same column with each model (one cache and
                 one concurrency limit for all of them) and returns one row per model: rows
                 done, errors, word and character error rates against a reference, mean
-                latency and total cost.
+                latency and total cost. Here two offline engines meet on real recordings:
+                PocketSphinx and Whisper (tiny.en).
                 """
             ),
             _code(
                 """
+                import tempfile
+                from pathlib import Path
+
                 import pandas as pd
 
                 import phaseo_notebook as pn
 
-                df = pn.load_samples()
+                # Real recordings kept beside the repository (../shared/audio from its root),
+                # with their reference transcripts. Both offline models are English-only, so
+                # the English ones; the bundled synthetic clips follow them.
+                SHARED = Path.cwd().parent.parent / "shared" / "audio"
+                REAL = {
+                    "jfk.flac": "And so my fellow Americans, ask not what your country can do"
+                    " for you, ask what you can do for your country.",
+                    "english.wav": "one two three",
+                }
+                frames = []
+                if all((SHARED / name).exists() for name in REAL):
+                    frames.append(
+                        pd.DataFrame(
+                            {
+                                "file": list(REAL),
+                                "audio": [str(SHARED / name) for name in REAL],
+                                "reference": list(REAL.values()),
+                                "source": "recorded",
+                            }
+                        )
+                    )
+                samples = pn.load_samples()[["file", "audio", "reference"]]
+                frames.append(samples.assign(source="synthetic"))
+                df = pd.concat(frames, ignore_index=True)
+                df[["file", "source", "reference"]]
                 """
             ),
             _md(_GATEWAY_MD),
@@ -410,9 +481,8 @@ def model_comparison() -> nbformat.NotebookNode:
                     # <- the gateway models to compare
                     MODELS = ["openai/whisper-1", "openai/gpt-4o-mini-transcribe"]
                 else:
-                    # Offline: the two real recognisers, and a stand-in that returns
-                    # random words.
-                    MODELS = ["local/whisper-tiny.en", "local/pocketsphinx", "local/fake"]
+                    # Offline, in this process: two real recognisers.
+                    MODELS = ["local/pocketsphinx", "local/whisper-tiny.en"]
                 MODELS
                 """
             ),
@@ -421,13 +491,21 @@ def model_comparison() -> nbformat.NotebookNode:
                 ## Compare
 
                 With a `reference` column, each model gets WER and CER (case and punctuation
-                ignored). Latency is the mean over requests sent in this run; cost is what
-                the gateway reported (the offline engines report 0).
+                ignored). The comparison gets a cache of its own, empty at first, so every
+                request below is sent and `mean_latency_s` is measured: it averages requests
+                sent in this run only, and is NaN for a model whose rows all came from the
+                cache (`cached` counts those). Latency runs from sending to the answer, so
+                with many requests in flight it includes waiting for a free worker;
+                `concurrency=1` sends one clip at a time, so it is each clip's own time.
+                Cost is what the gateway reported (the offline engines report 0).
                 """
             ),
             _code(
                 """
-                comparison = df.stt.compare("audio", models=MODELS, reference="reference")
+                CACHE = tempfile.mkdtemp(prefix="phaseo-compare-")
+                comparison = df.stt.compare(
+                    "audio", models=MODELS, reference="reference", cache=CACHE, concurrency=1
+                )
                 comparison
                 """
             ),
@@ -465,8 +543,8 @@ def model_comparison() -> nbformat.NotebookNode:
             _code(
                 """
                 texts = comparison.wide("text")
-                agreement = texts.stt.score(ref=MODELS[0], hyp=MODELS[1])
-                print(f"{MODELS[1]} vs {MODELS[0]}: WER {agreement.wer:.1%}")
+                agreement = texts.stt.score(ref=MODELS[1], hyp=MODELS[0])
+                print(f"{MODELS[0]} vs {MODELS[1]}: WER {agreement.wer:.1%}")
                 agreement.df.assign(file=df["file"]).sort_values("wer", ascending=False).head(3)
                 """
             ),
@@ -475,14 +553,15 @@ def model_comparison() -> nbformat.NotebookNode:
                 ## Adding a model later costs only that model
 
                 Everything already transcribed is in the cache, so running the comparison
-                again sends nothing.
+                again sends nothing: every row is `cached`, no request was made, and the
+                latency is NaN because there was none to measure.
                 """
             ),
             _code(
                 """
-                again = df.stt.compare("audio", models=MODELS, reference="reference")
+                again = df.stt.compare("audio", models=MODELS, reference="reference", cache=CACHE)
                 assert again.table["requests"].sum() == 0
-                again.table[["model", "rows", "cached", "requests", "wer"]]
+                again.table[["model", "rows", "cached", "requests", "mean_latency_s", "wer"]]
                 """
             ),
         ],
@@ -519,6 +598,57 @@ def render(nb: nbformat.NotebookNode) -> str:
     return text + "\n"
 
 
+def strip_outputs(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy without outputs or execution counts: the notebook as the script writes it."""
+    bare = copy.deepcopy(nb)
+    for cell in bare.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+            cell.metadata = {}
+    bare.metadata = dict(_KERNEL_METADATA)
+    return bare
+
+
+def offline_env(cache_dir: Path) -> dict[str, str]:
+    """The kernel's environment: no key or gateway, its own empty cache, no progress bars."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PHASEO_API_KEY", "PHASEO_BASE_URL", "PHASEO_LOCAL_API_KEY")
+    }
+    env.update(PHASEO_CACHE_DIR=str(cache_dir), PHASEO_NO_PROGRESS="1")
+    return env
+
+
+def execute(nb: nbformat.NotebookNode, workdir: Path) -> nbformat.NotebookNode:
+    """Run ``nb`` top to bottom offline in a fresh kernel; return it with its outputs.
+
+    ``workdir`` (a temporary directory) becomes ``workdir/repo/notebooks``, the kernel's
+    working directory, with ``workdir/shared`` pointing at the real recordings beside the
+    repository when they are there. Any cell error raises ``CellExecutionError``.
+    """
+    from nbclient import NotebookClient
+
+    notebooks = workdir / "repo" / "notebooks"
+    notebooks.mkdir(parents=True)
+    if SHARED_DIR.is_dir():
+        (workdir / "shared").symlink_to(SHARED_DIR, target_is_directory=True)
+    ran = copy.deepcopy(nb)
+    client = NotebookClient(
+        ran,
+        kernel_name="python3",
+        timeout=CELL_TIMEOUT,
+        resources={"metadata": {"path": str(notebooks)}},
+        record_timing=False,
+        # Widget state would embed every clip's audio a second time.
+        store_widget_state=False,
+    )
+    client.execute(env=offline_env(workdir / "cache"))
+    ran.metadata = dict(_KERNEL_METADATA)
+    return ran
+
+
 def main(argv: list[str] | None = None) -> int:
     """Write the notebooks, or with ``--check`` report the stale ones; returns the exit status.
 
@@ -528,22 +658,36 @@ def main(argv: list[str] | None = None) -> int:
     0
     """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="only check; write nothing")
+    parser.add_argument("--check", action="store_true", help="only check the cells; write nothing")
+    parser.add_argument(
+        "--no-execute", action="store_true", help="write the cells without running them"
+    )
     parser.add_argument("--dir", type=Path, default=NOTEBOOKS_DIR, help="output directory")
+    parser.add_argument("names", nargs="*", metavar="NAME", help="only these notebooks")
     args = parser.parse_args(argv)
     stale = []
     for name, nb in build_notebooks().items():
+        if args.names and name not in args.names:
+            continue
         path = args.dir / name
         text = render(nb)
         current = path.read_text(encoding="utf-8") if path.exists() else None
-        if current == text:
+        committed = (
+            render(strip_outputs(_read(path, as_version=4))) if current is not None else None
+        )
+        if args.check:
+            if committed != text:
+                stale.append(name)
             continue
-        stale.append(name)
-        if not args.check:
+        if not args.no_execute:
+            with tempfile.TemporaryDirectory(prefix="phaseo-notebooks-") as tmp:
+                nb = execute(nb, Path(tmp))
+            text = render(nb)
+        if current != text:
             args.dir.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
             print(f"wrote {path}")
-    if args.check and stale:
+    if stale:
         print(f"stale notebooks (run scripts/make_notebooks.py): {', '.join(stale)}")
         return 1
     return 0

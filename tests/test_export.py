@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, cast
@@ -89,13 +90,44 @@ def test_local_files_are_linked_or_embedded(tmp_path: Path) -> None:
     outside.write_bytes(make_wav(3))
     df = pd.DataFrame({"audio": [str(inside), str(outside)], "text": ["x", "y"]})
 
-    linked = load(stt(df).to_label_studio(tmp_path / "t1.json", local_files_root=root))
+    with pytest.warns(UserWarning, match=r"1 task\(s\) point at local files Label Studio cannot"):
+        linked = load(
+            stt(df).to_label_studio(tmp_path / "t1.json", local_files_root=root, embed_audio=False)
+        )
     assert linked[0]["data"]["audio"] == "/data/local-files/?d=sub/a.wav"
     assert linked[1]["data"]["audio"] == str(outside)  # not under the root: as written
 
     embedded = load(stt(df).to_label_studio(tmp_path / "t2.json", embed_audio=True))
     uri = embedded[1]["data"]["audio"]
     assert base64.b64decode(uri.split(",", 1)[1]) == make_wav(3)
+
+
+def test_by_default_small_local_files_are_embedded_so_label_studio_plays_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from phaseo_notebook import _export
+
+    small = tmp_path / "small.wav"
+    small.write_bytes(make_wav(4, seconds=0.5))
+    big = tmp_path / "big.wav"
+    big.write_bytes(make_wav(5, seconds=1.0))
+    # The limit sits between the two files, so the test needs no megabytes of audio.
+    monkeypatch.setattr(_export, "EMBED_MAX_BYTES", small.stat().st_size)
+    df = pd.DataFrame({"audio": [str(small), str(big)], "text": ["x", "y"]})
+    with pytest.warns(UserWarning, match=r"1 task\(s\).*larger than .* bytes.*'.*big\.wav'"):
+        tasks = load(stt(df).to_label_studio(tmp_path / "t.json"))
+    uri = tasks[0]["data"]["audio"]
+    assert uri.startswith("data:audio/wav;base64,")
+    assert base64.b64decode(uri.split(",", 1)[1]) == small.read_bytes()
+    assert tasks[1]["data"]["audio"] == str(big)
+    # The same larger file under a served root becomes a local-files link, with no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        served = load(stt(df).to_label_studio(tmp_path / "t2.json", local_files_root=tmp_path))
+    assert served[1]["data"]["audio"] == "/data/local-files/?d=big.wav"
+    assert served[0]["data"]["audio"] == "/data/local-files/?d=small.wav"
+    with pytest.raises(ValueError, match="embed_audio"):
+        stt(df).to_label_studio(tmp_path / "t3.json", embed_audio="yes")  # type: ignore[arg-type]
 
 
 def test_label_studio_rejects_bad_arguments(tmp_path: Path) -> None:
