@@ -251,6 +251,8 @@ class BatchResult:
         Per-row metadata where the gateway reported it (``latency`` in seconds, sent rows only).
     language
         Per-row language the gateway reports it transcribed in, where it says.
+    segments, words
+        Per-row timed segments and words where the answer had them (``timestamps=``).
     requests
         Requests sent (distinct inputs that were not cached; batch-level resends included).
     cache_hits, distinct
@@ -274,6 +276,9 @@ class BatchResult:
     elapsed: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
     language: list[str | None] = field(default_factory=list)
+    #: Per-row timed segments and words (runs with ``timestamps``), times from the file's start.
+    segments: list[list[dict[str, Any]] | None] = field(default_factory=list)
+    words: list[list[dict[str, Any]] | None] = field(default_factory=list)
 
     @classmethod
     def empty(cls, n: int) -> BatchResult:
@@ -287,6 +292,8 @@ class BatchResult:
             request_id=[None] * n,
             latency=[None] * n,
             language=[None] * n,
+            segments=[None] * n,
+            words=[None] * n,
         )
 
     @property
@@ -500,6 +507,8 @@ def _fill(
         result.request_id[r] = tr.request_id
         result.latency[r] = latency
         result.language[r] = tr.language
+        result.segments[r] = tr.segments
+        result.words[r] = tr.words
 
 
 async def transcribe_many(

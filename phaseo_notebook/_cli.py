@@ -299,6 +299,31 @@ def _add_transcribe(subparsers: _Subparsers) -> None:
         "--recursive", action="store_true", help="with a folder INPUT, include its subfolders"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument(
+        "--timestamps",
+        choices=("segment", "word"),
+        default=None,
+        help="add '<text-col>_segments' (and with 'word' '<text-col>_words'): timed pieces, "
+        "JSON text in a CSV",
+    )
+    parser.add_argument("--prompt", default=None, help="text that guides spelling and style")
+    parser.add_argument(
+        "--temperature", type=float, default=None, help="sampling temperature, 0 to 1"
+    )
+    parser.add_argument(
+        "--subtitles",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write one subtitle file per row into DIR, named from its audio "
+        "(needs --timestamps)",
+    )
+    parser.add_argument(
+        "--subtitle-format",
+        choices=("srt", "vtt", "json"),
+        default="srt",
+        help="format of --subtitles files (default %(default)s)",
+    )
     parser.set_defaults(handler=_run_transcribe)
 
 
@@ -352,11 +377,14 @@ def _output_kind(out: Path | None) -> str | None:
 def _write_output(frame: Any, out: Path | None, kind: str | None) -> None:
     import tempfile
 
+    if kind == "jsonl":
+        assert out is not None
+        frame.stt.to_jsonl(out)
+        return
+    if kind != "parquet":
+        frame = _timed_as_json(frame)
     if out is None:
         frame.to_csv(sys.stdout, index=False)
-        return
-    if kind == "jsonl":
-        frame.stt.to_jsonl(out)
         return
     out.parent.mkdir(parents=True, exist_ok=True)
     # Written beside the target and renamed, so a failed write never leaves half a file.
@@ -373,6 +401,23 @@ def _write_output(frame: Any, out: Path | None, kind: str | None) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _timed_as_json(frame: Any) -> Any:
+    """Segment and word columns as JSON text, which a CSV can hold and a reader can parse."""
+    import json
+
+    timed = [
+        c
+        for c in frame.columns
+        if isinstance(c, str) and c.endswith(("_segments", "_words")) and frame[c].dtype == object
+    ]
+    if not timed:
+        return frame
+    frame = frame.copy()
+    for c in timed:
+        frame[c] = [None if v is None else json.dumps(v, ensure_ascii=False) for v in frame[c]]
+    return frame
+
+
 def _fatal(command: str, message: str) -> int:
     print(f"phaseo-notebook {command}: error: {message}", file=sys.stderr)
     return EXIT_USAGE
@@ -383,8 +428,10 @@ def _run_transcribe(args: argparse.Namespace) -> int:
     from phaseo_notebook._exceptions import PhaseoError
     from phaseo_notebook._frames import METADATA_FIELDS, OutputColumns, frame_request, with_outputs
 
-    columns = OutputColumns(args.text_col, metadata=True)
+    columns = OutputColumns(args.text_col, metadata=True, timestamps=args.timestamps)
     try:
+        if args.subtitles is not None and args.timestamps is None:
+            raise _UsageError("--subtitles needs --timestamps segment or --timestamps word")
         kind = _output_kind(args.out)
         frame = _read_input(args.input, args.col, args.recursive)
         cache: Any = False if args.no_cache else (args.cache_dir or True)
@@ -400,9 +447,19 @@ def _run_transcribe(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             deadline=args.deadline,
             metadata=True,
+            timestamps=args.timestamps,
+            prompt=args.prompt,
+            temperature=args.temperature,
         )
         out = with_outputs(frame, request, run_request_sync(request))
         cached = int(out[columns.of("cached")].sum())
+        if args.subtitles is not None:
+            out.stt.to_subtitles(
+                args.subtitles,
+                audio_col=args.col,
+                out_col=columns.out_col,
+                fmt=args.subtitle_format,
+            )
         if not args.metadata:
             out = out.drop(columns=[columns.of(m) for m in METADATA_FIELDS])
         _write_output(out, args.out, kind)

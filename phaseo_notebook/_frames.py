@@ -13,8 +13,10 @@ Output columns of a run whose text column is ``out_col`` (default ``"text"``):
 ``text_cached``, ...      with ``metadata=True``: ``_cached``, ``_provider``,
                           ``_duration``, ``_cost``, ``_latency``, ``_request_id``,
                           ``_language``
-``text_segments``,        reserved for timestamps (not produced yet)
-``text_words``
+``text_segments``         with ``timestamps="segment"`` or ``"word"``: a list of
+                          ``{"start", "end", "text"}`` dicts, seconds from the start of the
+                          audio (missing where the row failed or had none)
+``text_words``            with ``timestamps="word"``: a list of ``{"start", "end", "word"}``
 ========================  ==============================================================
 """
 
@@ -53,7 +55,7 @@ METADATA_FIELDS: tuple[str, ...] = (
     "request_id",
     "language",
 )
-#: Suffixes kept for timestamps: a run with ``timestamps=`` will add them.
+#: Suffixes of the timestamp columns, each the :class:`BatchResult` list of that name.
 RESERVED_FIELDS: tuple[str, ...] = ("segments", "words")
 _DTYPES: dict[str, str] = {
     "cached": "bool",
@@ -143,7 +145,7 @@ def frame_request(
 
 def with_outputs(df: pd.DataFrame, request: TranscribeRequest, result: BatchResult) -> pd.DataFrame:
     """``df`` with the columns of a finished run, named after the request's ``out_col``."""
-    return OutputColumns(request.out_col, request.metadata).assign(df, result)
+    return OutputColumns(request.out_col, request.metadata, request.timestamps).assign(df, result)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +163,8 @@ class OutputColumns:
 
     out_col: str = "text"
     metadata: bool = False
+    #: ``"segment"`` adds the segments column, ``"word"`` the words column too.
+    timestamps: str | None = None
 
     @property
     def text(self) -> str:
@@ -179,6 +183,10 @@ class OutputColumns:
         pairs = [(self.text, "text"), (self.error, "error")]
         if self.metadata:
             pairs.extend((self.of(f), f) for f in METADATA_FIELDS)
+        if self.timestamps is not None:
+            pairs.append((self.of("segments"), "segments"))
+        if self.timestamps == "word":
+            pairs.append((self.of("words"), "words"))
         return pairs
 
     def names(self) -> list[str]:
