@@ -47,6 +47,7 @@ from ._exceptions import (
     PermissionDeniedError,
     PhaseoError,
 )
+from ._longaudio import LongAudio, is_limit_refusal, limit_book_for
 from ._progress import ProgressBar, progress_enabled
 from ._request import (
     DEFAULT_FLUSH_INTERVAL,
@@ -235,6 +236,8 @@ class _Job:
     call: PreparedCall
     rows: list[int]
     attempts: int = 0
+    #: For a chunk of a long file: its :class:`._longaudio.ChunkRef` (it fills no row itself).
+    part: Any = None
 
 
 @dataclass
@@ -650,10 +653,12 @@ async def run_request(request: TranscribeRequest, *, inside_loop: bool = True) -
             bar.update(cached_rows, cached=cached_rows)
         else:
             todo.extend(jobs.values())
+        long = _long_audio(request, sender, store, result)
 
         try:
             async with asyncio.timeout_at(deadline_at):
-                await _send_all(todo, sender, request, store, result, bar)
+                await long.split(todo)
+                await _send_all(todo, sender, request, store, result, bar, long)
         except TimeoutError:
             if errors == "raise":
                 raise APITimeoutError(f"batch deadline of {deadline} s reached") from None
@@ -665,6 +670,8 @@ async def run_request(request: TranscribeRequest, *, inside_loop: bool = True) -
                     if result.text[r] is None and result.error[r] is None:
                         result.error[r] = unfinished
         finally:
+            await long.aclose()
+            result.extra["chunks_sent"] = long.chunks_sent
             bar.close()
     finally:
         try:
@@ -676,6 +683,26 @@ async def run_request(request: TranscribeRequest, *, inside_loop: bool = True) -
     return result
 
 
+def _long_audio(
+    request: TranscribeRequest, sender: _RunClient, store: Cache | None, result: BatchResult
+) -> LongAudio:
+    """The run's long-file planner and stitcher (see :mod:`._longaudio`)."""
+
+    def make_job(
+        key: str, identity: str, source: AudioSource, call: PreparedCall, part: Any
+    ) -> _Job:
+        return _Job(key, identity, source, call, [], part=part)
+
+    return LongAudio(
+        limit_book_for(store, sender.client.base_url),
+        store,
+        result,
+        make_job,
+        chain_prompt=request.chain_prompt,
+        concurrency=request.concurrency,
+    )
+
+
 async def _send_all(
     todo: deque[_Job],
     sender: _RunClient,
@@ -683,8 +710,9 @@ async def _send_all(
     store: Cache | None,
     result: BatchResult,
     bar: ProgressBar,
+    long: LongAudio | None = None,
 ) -> None:
-    if not todo:
+    if not todo and (long is None or not long.pending):
         return
     concurrency = request.concurrency
     errors = request.errors
@@ -696,7 +724,7 @@ async def _send_all(
         queue.put_nowait(job)
     # Jobs not finished yet, queued or in flight: a job put back after a transient failure
     # must still find a worker, so workers wait on the queue until this reaches zero.
-    remaining = len(todo)
+    remaining = len(todo) + (long.pending if long is not None else 0)
     stop: list[BaseException] = []
     send = sender.send
 
@@ -716,6 +744,21 @@ async def _send_all(
         if is_congestion(err):
             congested()
 
+    # Long files add work while the run sends: chunk jobs, and files refused whole.
+    def add_unit() -> None:
+        nonlocal remaining
+        remaining += 1
+
+    def enqueue(job: _Job) -> None:
+        add_unit()
+        queue.put_nowait(job)
+
+    def settle() -> None:
+        nonlocal remaining
+        remaining -= 1
+        if remaining == 0:
+            finish_all()
+
     async def worker() -> None:
         nonlocal remaining
         while True:
@@ -731,7 +774,12 @@ async def _send_all(
             finally:
                 limiter.release()
             result.requests += 1
-            if isinstance(outcome, TranscriptionResult):
+            if isinstance(outcome, TranscriptionResult) and job.part is not None:
+                limiter.policy.on_success()
+                assert long is not None
+                long.on_answer(job, outcome)
+                bar.update(0, sent=1)
+            elif isinstance(outcome, TranscriptionResult):
                 limiter.policy.on_success()
                 _fill(result, job.rows, outcome, time.monotonic() - t0)
                 if store is not None:
@@ -765,6 +813,21 @@ async def _send_all(
                 bar.update(0, sent=1)
                 queue.put_nowait(job)
                 continue
+            elif (
+                long is not None
+                and isinstance(outcome, APIStatusError)
+                and is_limit_refusal(outcome)
+                and long.on_refusal(job, outcome)
+            ):
+                bar.update(0, sent=1)  # the file goes again as chunks under the learned limit
+            elif job.part is not None:
+                assert long is not None
+                long.on_failure(job, format_error(outcome))
+                bar.update(0, sent=1)
+                if errors == "raise":
+                    stop.append(outcome)
+                    finish_all()
+                    return
             else:
                 text = format_error(outcome)
                 for r in job.rows:
@@ -774,9 +837,7 @@ async def _send_all(
                     stop.append(outcome)
                     finish_all()
                     return
-            remaining -= 1
-            if remaining == 0:
-                finish_all()
+            settle()
 
     async def flusher() -> None:
         assert store is not None
@@ -785,6 +846,8 @@ async def _send_all(
             if store.pending >= 1:
                 await asyncio.to_thread(store.flush)
 
+    if long is not None:
+        long.start(enqueue, add_unit, settle, bar)
     workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
     flush_task = asyncio.create_task(flusher()) if store is not None else None
     try:

@@ -146,15 +146,39 @@ def _add_serve(subparsers: _Subparsers) -> None:
         metavar="[NAME=]USD",
         help="what answers cost per minute of audio, for every model or NAME; repeatable",
     )
+    parser.add_argument(
+        "--max-audio-bytes",
+        type=int,
+        default=None,
+        help="refuse audio larger than this with a 413 naming max_bytes (at most 25000000)",
+    )
+    parser.add_argument(
+        "--max-audio-seconds",
+        type=float,
+        default=None,
+        help="refuse audio longer than this with a 400 'longer than N seconds'",
+    )
+    parser.add_argument(
+        "--model-limits",
+        action="append",
+        default=[],
+        metavar="NAME=BYTES:SECONDS",
+        help="per-model limits replacing the two above (either number may be empty); repeatable",
+    )
     parser.set_defaults(handler=_run_serve)
 
 
 def _run_serve(args: argparse.Namespace) -> int:
     import asyncio
 
+    from phaseo_notebook._gateway._app import AudioLimits
     from phaseo_notebook._gateway._charges import parse_price_specs
     from phaseo_notebook._gateway._faults import Faults
-    from phaseo_notebook._gateway._local import generate_api_key, serve_forever
+    from phaseo_notebook._gateway._local import (
+        generate_api_key,
+        parse_model_limits,
+        serve_forever,
+    )
     from phaseo_notebook._gateway._server import GatewayLimits
 
     def fail(message: str) -> int:
@@ -197,6 +221,12 @@ def _run_serve(args: argparse.Namespace) -> int:
             "max_connections": args.max_connections,
         }
         limits = GatewayLimits(**{k: v for k, v in limit_args.items() if v is not None})
+        per_model = parse_model_limits(args.model_limits)
+        audio_limits = (
+            AudioLimits(args.max_audio_bytes, args.max_audio_seconds, per_model)
+            if args.max_audio_bytes is not None or args.max_audio_seconds is not None or per_model
+            else None
+        )
         asyncio.run(
             serve_forever(
                 host=args.host,
@@ -214,6 +244,7 @@ def _run_serve(args: argparse.Namespace) -> int:
                 server_limits=limits,
                 on_ready=announce,
                 price_per_minute=parse_price_specs(args.price_per_minute),
+                limits=audio_limits,
             )
         )
     except (ValueError, OSError) as err:

@@ -116,6 +116,15 @@ class ProgressBar:
             self._last_postfix = now
             self._bar.set_postfix_str(self.postfix(now), refresh=False)
 
+    def partial(self, rows: float) -> None:
+        """Move the bar by a fraction of a row (a long file's answered chunk), counting nothing.
+
+        The row is counted by :meth:`update` when it finishes; take back what was shown
+        with a negative ``rows`` first.
+        """
+        if self._bar is not None:
+            self._bar.update(rows)
+
     def postfix(self, now: float | None = None) -> str:
         """The text after the bar: cache hits, errors and requests per second."""
         elapsed = max((now or time.monotonic()) - self._start, 1e-9)
