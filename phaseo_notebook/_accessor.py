@@ -66,6 +66,7 @@ class SttDataFrameAccessor:
         timestamps: Timestamps | None = None,
         prompt: str | None = None,
         temperature: float | None = None,
+        chain_prompt: bool = False,
     ) -> pd.DataFrame:
         """Transcribe the audio in ``col`` and return a new DataFrame with the text.
 
@@ -107,6 +108,11 @@ class SttDataFrameAccessor:
         prompt, temperature
             Passed to the gateway: text that guides spelling and style, and sampling
             temperature (0-1). Like ``timestamps``, both are part of the cache key.
+        chain_prompt
+            For a recording over the model's limits (sent as chunks cut at pauses, and
+            stitched back into one row, times shifted): pass each chunk the previous
+            chunk's text as its prompt. Names and spelling stay consistent across cuts,
+            but a file's chunks are then sent one at a time. Off by default.
 
         Returns
         -------
@@ -138,6 +144,7 @@ class SttDataFrameAccessor:
             timestamps=timestamps,
             prompt=prompt,
             temperature=temperature,
+            chain_prompt=chain_prompt,
         )
         return with_outputs(self._obj, request, run_request_sync(request))
 
@@ -160,6 +167,7 @@ class SttDataFrameAccessor:
         timestamps: Timestamps | None = None,
         prompt: str | None = None,
         temperature: float | None = None,
+        chain_prompt: bool = False,
     ) -> pd.DataFrame:
         """The async twin of :meth:`transcribe`, for code that is already async.
 
@@ -186,6 +194,7 @@ class SttDataFrameAccessor:
             timestamps=timestamps,
             prompt=prompt,
             temperature=temperature,
+            chain_prompt=chain_prompt,
         )
         return with_outputs(self._obj, request, await run_request(request))
 

@@ -763,6 +763,15 @@ async def _send_all(
         nonlocal remaining
         while True:
             job = await queue.get()
+            if (
+                job is not None
+                and long is not None
+                and job.part is None
+                and not stop
+                and await long.reroute(job)  # a limit learned in this run: send it as chunks
+            ):
+                settle()
+                continue
             if job is None or stop or not await limiter.acquire():
                 return
             t0 = time.monotonic()

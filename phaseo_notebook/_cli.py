@@ -342,6 +342,12 @@ def _add_transcribe(subparsers: _Subparsers) -> None:
         "--temperature", type=float, default=None, help="sampling temperature, 0 to 1"
     )
     parser.add_argument(
+        "--chain-prompt",
+        action="store_true",
+        help="for audio sent as chunks, prompt each chunk with the previous chunk's text "
+        "(a file's chunks then go one at a time)",
+    )
+    parser.add_argument(
         "--subtitles",
         type=Path,
         default=None,
@@ -481,6 +487,7 @@ def _run_transcribe(args: argparse.Namespace) -> int:
             timestamps=args.timestamps,
             prompt=args.prompt,
             temperature=args.temperature,
+            chain_prompt=args.chain_prompt,
         )
         out = with_outputs(frame, request, run_request_sync(request))
         cached = int(out[columns.of("cached")].sum())

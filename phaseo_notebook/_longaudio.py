@@ -198,6 +198,7 @@ class LongAudio:
         self._buffered_bytes = 0
         self._buffered = 0
         self._pending_start: list[_File] = []
+        self._learned_models: set[str] = set()
 
     # -- planning ----------------------------------------------------------------------
 
@@ -390,6 +391,12 @@ class LongAudio:
         if ref is None and job.source.kind not in _LOCAL_KINDS:
             return False
         sent = ref.size if ref is not None else job.source.size
+        current = self.book.limits_for(job.call.model)
+        seconds = ref.end - ref.start if ref is not None else _probe_seconds(job.source)
+        if not current.admits(sent or 0, seconds):
+            # Sent under limits the run has tightened since (another row's refusal taught
+            # them while this one was in flight): plan it again, and count nothing.
+            return self._replan(job, current)
         taught = learn_from_refusal(err.status_code, _body(err))
         if taught is None and err.status_code == 413 and sent is not None and sent > 1:
             taught = ModelLimits(max_bytes=sent - 1)
@@ -408,19 +415,39 @@ class LongAudio:
             err.status_code,
             verdict.limits,
         )
+        return self._replan(job, verdict.limits)
+
+    async def reroute(self, job: _Job) -> bool:
+        """Before a whole file is sent: True when limits learned in this run say it must be
+        chunked (it then became a long file, one more unit; the engine settles the job)."""
+        model = job.call.model
+        if job.source.kind not in _LOCAL_KINDS or model not in self._learned_models:
+            return False
+        limits = self.book.limits_for(model)
+        seconds = None
+        if limits.max_seconds is not None:
+            seconds = await asyncio.to_thread(_probe_seconds, job.source)
+        if not needs_chunking(job.source.size or 0, seconds, limits):
+            return False
+        self._replan(job, limits, seconds)
+        return True
+
+    def _replan(self, job: _Job, limits: ModelLimits, seconds: float | None = None) -> bool:
+        self._learned_models.add(job.call.model)
+        ref: ChunkRef | None = job.part
         if ref is None:
             # A whole file: it becomes a long file, one more unit of the run's work.
-            f = _File(job, verdict.limits, None)
+            f = _File(job, limits, seconds if seconds is not None else _probe_seconds(job.source))
             self.files.append(f)
             self._add_unit()
             self._launch(f)
             return True
         self._release(ref)
         f = ref.file
-        if f.finished:
+        if f.finished or ref.generation != f.generation:
             return True
         f.generation += 1
-        f.limits = verdict.limits
+        f.limits = limits
         f.answers.clear()
         f.total = None
         self._resolve_waiters(f, None)

@@ -8,11 +8,14 @@ few malformed items that the client must drop.
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import soundfile as sf
 from aiohttp import BodyPartReader, web
 
 SEGMENTS = [
@@ -44,8 +47,19 @@ class VerboseServer:
             name = part.name or ""
             if part.filename is not None:
                 form[name] = {"filename": part.filename, "size": len(data)}
+                form["_audio"] = data
             else:
                 form.setdefault(name, []).append(data.decode())
+        audio = form.pop("_audio", None)
+        b64 = form.get("audio_b64")
+        if audio is None and b64:
+            audio = base64.b64decode(b64[0])
+        if audio is not None:
+            form["audio_bytes"] = len(audio)
+            try:
+                form["audio_seconds"] = sf.info(io.BytesIO(audio)).duration
+            except RuntimeError:  # not audio soundfile reads (a WAV header of a test clip)
+                form["audio_seconds"] = None
         self.requests.append(form)
         body: dict[str, Any] = {"text": "Ask not what your country", "duration": 2.5}
         if form.get("response_format") == ["verbose_json"]:
@@ -66,7 +80,7 @@ def verbose_server() -> Iterator[VerboseServer]:
     runner_box: list[web.AppRunner] = []
 
     async def start() -> None:
-        app = web.Application()
+        app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/audio/transcriptions", server.handle)
         runner = web.AppRunner(app)
         await runner.setup()
