@@ -75,7 +75,7 @@ class SttDataFrameAccessor:
         col
             Column of audio inputs: http(s) URLs, paths, bytes, ``data:audio/...`` URIs, mixed.
         model
-            Gateway model; ``local/pocketsphinx`` when no gateway is configured.
+            Gateway model; ``local/whisper-tiny.en`` when no gateway is configured.
         language
             Language of every row; or ``language_col`` names a column of per-row languages.
         provider
@@ -198,7 +198,7 @@ class SttDataFrameAccessor:
         )
         return with_outputs(self._obj, request, await run_request(request))
 
-    # -- quality, comparison and exports: thin fronts over _quality, _compare and _export --
+    # -- quality, comparison and exports: thin fronts over _scoring, _flags, _compare and _export --
 
     def score(
         self,
@@ -217,7 +217,7 @@ class SttDataFrameAccessor:
             Column of transcripts to score.
         normalize
             Compare normalised text (case folded, punctuation removed, CJK characters split;
-            see :func:`phaseo_notebook._quality.normalize_text`); ``False`` compares the text
+            see :func:`phaseo_notebook._scoring.normalize_for_scoring`); ``False`` compares the text
             as written, only collapsing whitespace.
 
         Returns

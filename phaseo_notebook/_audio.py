@@ -49,6 +49,7 @@ __all__ = [
     "normalize_audio",
     "sniff_audio_format",
     "wav_duration",
+    "wav_sample_rate",
 ]
 
 AudioKind = Literal["url", "path", "bytes", "data_uri"]
@@ -518,6 +519,33 @@ _MAX_WAV_CHUNKS = 64
 _FRAME_SECONDS = 0.02
 
 
+def _wav_fmt(data: bytes) -> tuple[int, int, float | None] | None:
+    """``(sample_rate, byte_rate, seconds)`` from a RIFF/WAVE header, else ``None``."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    fmt: tuple[int, int] | None = None
+    offset = 12
+    for _ in range(_MAX_WAV_CHUNKS):
+        if offset + 8 > len(data):
+            break
+        chunk_id = data[offset : offset + 4]
+        size: int = struct.unpack_from("<I", data, offset + 4)[0]
+        body = offset + 8
+        if chunk_id == b"fmt ":
+            if size < 16 or body + 16 > len(data):
+                return None
+            rate, byte_rate = struct.unpack_from("<II", data, body + 4)
+            fmt = (rate, byte_rate)
+        elif chunk_id == b"data":
+            if fmt is None:
+                return None
+            seconds = min(size, len(data) - body) / fmt[1] if fmt[1] else None
+            return fmt[0], fmt[1], seconds
+        # RIFF pads odd-sized chunks to an even boundary.
+        offset = body + size + (size & 1)
+    return None if fmt is None else (fmt[0], fmt[1], None)
+
+
 def wav_duration(data: bytes) -> float | None:
     """Return the duration in seconds that a RIFF/WAVE header declares, else ``None``.
 
@@ -545,27 +573,21 @@ def wav_duration(data: bytes) -> float | None:
     >>> wav_duration(b"hello") is None
     True
     """
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        return None
-    byte_rate: int | None = None
-    offset = 12
-    for _ in range(_MAX_WAV_CHUNKS):
-        if offset + 8 > len(data):
-            return None
-        chunk_id = data[offset : offset + 4]
-        size: int = struct.unpack_from("<I", data, offset + 4)[0]
-        body = offset + 8
-        if chunk_id == b"fmt ":
-            if size < 16 or body + 16 > len(data):
-                return None
-            byte_rate = struct.unpack_from("<I", data, body + 8)[0]
-        elif chunk_id == b"data":
-            if not byte_rate:
-                return None
-            return min(size, len(data) - body) / byte_rate
-        # RIFF pads odd-sized chunks to an even boundary.
-        offset = body + size + (size & 1)
-    return None
+    header = _wav_fmt(data)
+    return None if header is None else header[2]
+
+
+def wav_sample_rate(data: bytes) -> int | None:
+    """The sample rate a RIFF/WAVE header declares, else ``None`` (header only).
+
+    Examples
+    --------
+    >>> fmt = struct.pack("<HHIIHH", 1, 1, 8000, 16000, 2, 16)
+    >>> wav_sample_rate(b"RIFF\\0\\0\\0\\0WAVEfmt " + struct.pack("<I", 16) + fmt)
+    8000
+    """
+    header = _wav_fmt(data)
+    return None if header is None else header[0]
 
 
 def local_audio_bytes(value: object) -> bytes | None:

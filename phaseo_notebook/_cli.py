@@ -19,6 +19,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from phaseo_notebook._constants import LOCAL_DEFAULT_MODEL
+from phaseo_notebook._engines import ENGINE_NAMES
+
 __all__ = ["build_parser", "main"]
 
 #: Read by ``serve`` when ``--api-key`` is not given.
@@ -49,11 +52,13 @@ def _add_serve(subparsers: _Subparsers) -> None:
     )
     parser.add_argument(
         "--engine",
-        choices=("fake", "pocketsphinx"),
+        choices=ENGINE_NAMES,
         default="fake",
         help=(
             "engine loaded at start and serving the --model names given without one "
-            "(default %(default)s); local/fake and local/pocketsphinx are always served"
+            "(default %(default)s); local/fake, local/whisper-tiny.en (whisper) and "
+            "local/pocketsphinx are always served. The whisper engine reads its model "
+            "directory from $PHASEO_WHISPER_MODEL_DIR when set"
         ),
     )
     parser.add_argument(
@@ -93,7 +98,10 @@ def _add_serve(subparsers: _Subparsers) -> None:
         "--files-dir", type=Path, default=None, help="directory served at /files/{name}"
     )
     parser.add_argument(
-        "--workers", type=int, default=None, help="worker processes of the pocketsphinx engine"
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes of the whisper and pocketsphinx engines (default: one per core)",
     )
     parser.add_argument(
         "--allow-remote",
@@ -292,7 +300,7 @@ def _add_transcribe(subparsers: _Subparsers) -> None:
     parser.add_argument(
         "--model",
         default=None,
-        help="gateway model, e.g. openai/whisper-1 (default local/pocketsphinx when no "
+        help="gateway model, e.g. openai/whisper-1 (default local/whisper-tiny.en when no "
         "gateway is configured)",
     )
     language = parser.add_mutually_exclusive_group()
@@ -614,8 +622,11 @@ def _add_demo(subparsers: _Subparsers) -> None:
     )
     parser.add_argument(
         "--model",
-        default="local/pocketsphinx",
-        help="model to use (default %(default)s; local/fake needs no extra)",
+        default=LOCAL_DEFAULT_MODEL,
+        help=(
+            "model to use (default %(default)s; local/pocketsphinx is the other offline "
+            "engine; local/fake needs no extra)"
+        ),
     )
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")

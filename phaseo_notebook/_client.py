@@ -340,7 +340,7 @@ class Client(_BaseClient):
         audio
             An http(s) URL, a local path, bytes, or a ``data:audio/...;base64,`` URI.
         model
-            Gateway model id (``"openai/whisper-1"``, ...). Defaults to ``local/pocketsphinx``
+            Gateway model id (``"openai/whisper-1"``, ...). Defaults to ``local/whisper-tiny.en``
             when no gateway is configured.
         language
             ISO language code of the speech, if known.
@@ -468,7 +468,7 @@ class Client(_BaseClient):
 def default_model(client: Client | AsyncClient | None = None) -> str | None:
     """The model a run uses when none is given, for ``client`` or one from the environment.
 
-    The embedded default (``local/pocketsphinx``) when neither a key nor a base URL is set;
+    The embedded default (``local/whisper-tiny.en``) when neither a key nor a base URL is set;
     None when a gateway is configured, where there is no sensible default.
 
     Examples

@@ -3,7 +3,7 @@
 Each model is one run of the batch engine over the column, one after the other, all with
 the same cache and the same concurrency, so a rerun of the comparison (or adding a model to
 it) sends only what no earlier run transcribed. With a reference column, every model is
-scored with :mod:`._quality` (same normalisation for all).
+scored with :mod:`._scoring` (same normalisation for all).
 """
 
 from __future__ import annotations
@@ -226,7 +226,7 @@ def compare_models(
 
     Parameters are those of ``df.stt.transcribe`` plus ``models`` (names, in the order of the
     table), ``reference`` (a column of reference transcripts; omit for no WER/CER) and
-    ``normalize`` (see :func:`phaseo_notebook._quality.normalize_text`). ``deadline``
+    ``normalize`` (see :func:`phaseo_notebook._scoring.normalize_for_scoring`). ``deadline``
     applies to each model's run.
 
     Examples

@@ -193,9 +193,11 @@ class LocalGateway:
 
     Parameters
     ----------
-    engine : {"fake", "pocketsphinx"}
+    engine : {"fake", "pocketsphinx", "whisper"}
         Engine created at start, and serving the ``models`` names given without an
-        engine. ``local/fake`` and ``local/pocketsphinx`` are always served by their own.
+        engine. ``local/fake``, ``local/whisper-tiny.en`` and ``local/pocketsphinx`` are
+        always served by their own. The whisper engine's model directory can be changed
+        with ``PHASEO_WHISPER_MODEL_DIR``.
     mode : {"strict", "live", "lenient"}
         ``strict``: only the contract's fields (``audio_url``/``audio_b64``); ``live``:
         like the live gateway, a multipart ``file`` part is required; ``lenient``: any.
@@ -215,7 +217,7 @@ class LocalGateway:
     files_dir : path or None
         Directory served at ``/files/{name}`` (see :meth:`file_url`).
     workers : int or None
-        PocketSphinx worker processes for this gateway alone; ``None`` shares the
+        Engine worker processes for this gateway alone; ``None`` shares the
         process-wide engine.
     process : bool
         Run the server in a subprocess (``python -m phaseo_notebook serve``) rather than
