@@ -82,9 +82,10 @@ def test_local_gateway_receives_the_options(wav_bytes: bytes, tmp_path: Path) ->
     assert fields["response_format"] == "verbose_json"
     assert json.loads(fields["timestamp_granularities"]) == ["segment", "word"]
     assert fields["prompt"] == "A glossary: Kenobi." and float(fields["temperature"]) == 0.0
-    # The fake engine answers no times: the columns exist and are missing.
-    assert {"text_segments", "text_words"} <= set(out.columns)
-    assert out["text_segments"].isna().all()
+    # The fake engine answers one segment over the whole 0.1 s clip, and no words.
+    (segments,) = out["text_segments"]
+    assert segments == [{"start": 0.0, "end": pytest.approx(0.1), "text": out["text"].iloc[0]}]
+    assert out["text_words"].tolist() == [[]]
 
 
 def test_columns_from_a_verbose_answer_and_again_from_the_cache(
