@@ -64,6 +64,13 @@ _URL_LIKE_SCHEMES = frozenset(
 )
 # Whitespace (as str.isspace() sees it) and control characters; a URL holds none.
 _URL_BAD_CHAR_RE = re.compile(r"[\s\x00-\x1f\x7f]")
+# An http(s) URL with an ASCII host name, no user:password@ and a port of at most four
+# digits, then no whitespace or control character: every check of _from_url holds for it.
+_PLAIN_URL_RE = re.compile(
+    r"(?i:https?)://[A-Za-z0-9][A-Za-z0-9.-]*(?::[0-9]{1,4})?"
+    r"(?:[/?#][^\s\x00-\x1f\x7f\ud800-\udfff]*)?"
+)
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _DATA_URI_RE = re.compile(r"^data:(?P<mime>[^;,]*)(?P<params>(?:;[^;,]*)*),(?P<payload>.*)$", re.S)
 _MIME_BY_FORMAT = {
     "wav": "audio/wav",
@@ -357,6 +364,10 @@ def normalize_audio(audio: object) -> AudioSource:
         text = audio.strip()
         if not text:
             raise AudioInputError("empty string", audio=describe_input(audio))
+        if len(text) <= MAX_URL_LENGTH and _PLAIN_URL_RE.fullmatch(text):
+            # Passes every check of _from_url by its shape alone: a rerun over 100,000 URL
+            # rows would otherwise spend most of its planning in urlsplit.
+            return AudioSource(kind="url", label=describe_input(text), url=text)
         match = _SCHEME_RE.match(text)
         if match:
             scheme = match.group(1).lower()
@@ -417,6 +428,9 @@ def _from_url(text: str) -> AudioSource:
         raise AudioInputError(f"URL is longer than {MAX_URL_LENGTH} characters", audio=label)
     if _URL_BAD_CHAR_RE.search(text):
         raise AudioInputError("URL contains whitespace or control characters", audio=label)
+    if _SURROGATE_RE.search(text):
+        # It could be neither sent (UTF-8) nor stored; refused here, before any request.
+        raise AudioInputError("URL is not valid Unicode text (a lone surrogate)", audio=label)
     try:
         parts = urlsplit(text)
         host = parts.hostname

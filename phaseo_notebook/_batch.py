@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from ._audio import AudioSource, is_missing, normalize_audio
@@ -42,11 +43,13 @@ from ._exceptions import (
     APITimeoutError,
     AudioInputError,
     AuthenticationError,
+    BudgetExceededError,
     ConfigurationError,
     PaymentRequiredError,
     PermissionDeniedError,
     PhaseoError,
 )
+from ._filehashes import FileHashes
 from ._longaudio import LongAudio, is_limit_refusal, limit_book_for
 from ._progress import ProgressBar, progress_enabled
 from ._request import (
@@ -56,6 +59,7 @@ from ._request import (
     ErrorsMode,
     TranscribeRequest,
 )
+from ._spend import RunSpend, measure_seconds, run_price, run_summary
 from ._types import ProviderOptions, TranscriptionResult
 
 __all__ = [
@@ -238,6 +242,8 @@ class _Job:
     attempts: int = 0
     #: For a chunk of a long file: its :class:`._longaudio.ChunkRef` (it fills no row itself).
     part: Any = None
+    #: Audio seconds, for the budget's estimate (None: unknown or not needed).
+    seconds: float | None = None
 
 
 @dataclass
@@ -282,6 +288,8 @@ class BatchResult:
     #: Per-row timed segments and words (runs with ``timestamps``), times from the file's start.
     segments: list[list[dict[str, Any]] | None] = field(default_factory=list)
     words: list[list[dict[str, Any]] | None] = field(default_factory=list)
+    #: The run summary (:func:`._spend.run_summary`): spent, requests, audio minutes, ...
+    summary: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def empty(cls, n: int) -> BatchResult:
@@ -367,8 +375,13 @@ def _plan(
     call: PreparedCall,
     result: BatchResult,
     errors: ErrorsMode,
+    hashes: FileHashes | None = None,
 ) -> dict[str, _Job]:
-    """Normalise every input, compute identities and keys, and group rows into jobs."""
+    """Normalise every input, compute identities and keys, and group rows into jobs.
+
+    With ``hashes``, a file unchanged since it was last hashed is taken from there, neither
+    opened nor read; files hashed here are remembered in it.
+    """
     n = len(inputs)
     language = call.language
     # One prepared call per distinct language, shared by its jobs.
@@ -380,6 +393,7 @@ def _plan(
     row_sources: list[tuple[int, AudioSource, str | None]] = []
     add_row = row_sources.append
     lang = language
+    identities: dict[int, str | AudioInputError] = {}
 
     for i in range(n):
         value = inputs[i]
@@ -400,30 +414,40 @@ def _plan(
                 else:
                     add_row((i, known, lang))
                 continue
-        try:
-            src = normalize_audio(value)
-        except AudioInputError as err:
-            text = result.error[i] = format_error(err)
-            if memo_key is not None:
-                checked[memo_key] = text
-            if errors == "raise":
-                raise
-            continue
+        known_file = hashes.source(value) if hashes is not None and isinstance(value, str) else None
+        if known_file is not None:
+            src, identities[id(src)] = known_file
+        else:
+            try:
+                src = normalize_audio(value)
+            except AudioInputError as err:
+                text = result.error[i] = format_error(err)
+                if memo_key is not None:
+                    checked[memo_key] = text
+                if errors == "raise":
+                    raise
+                continue
         if memo_key is not None:
             checked[memo_key] = src
         add_row((i, src, lang))
 
     # Identities: URLs and in-memory bytes are cheap; files are hashed in a few threads,
     # each once however many rows name it.
-    files = {id(src): src for _, src, _ in row_sources if src.kind == "path"}
+    files = {
+        id(src): src
+        for _, src, _ in row_sources
+        if src.kind == "path" and id(src) not in identities
+    }
 
     def hash_file(src: AudioSource) -> str | AudioInputError:
         try:
-            return src.identity()
+            digest = src.identity()
         except AudioInputError as err:  # vanished or became unreadable since it was checked
             return err
+        if hashes is not None:
+            hashes.remember(src, digest)
+        return digest
 
-    identities: dict[int, str | AudioInputError] = {}
     if len(files) == 1:
         identities.update((sid, hash_file(src)) for sid, src in files.items())
     elif files:
@@ -631,15 +655,22 @@ async def run_request(request: TranscribeRequest, *, inside_loop: bool = True) -
     deadline_at = None if deadline is None else asyncio.get_running_loop().time() + deadline
     n = len(request.inputs)
     result = BatchResult.empty(n)
+    spend: RunSpend | None = None
     store = resolve_cache(request.cache)
     sender = _RunClient(request.client, request.concurrency, inside_loop)
     try:
         call = sender.client.prepare(
             request.model, request.language, request.provider, **request.call_options()
         )
+        hashes = (
+            FileHashes(store.path) if store is not None and isinstance(store.path, Path) else None
+        )
         with _gc_paused():
-            jobs = _plan(request.inputs, request.languages, call, result, errors)
+            jobs = _plan(request.inputs, request.languages, call, result, errors, hashes)
+        if hashes is not None:
+            hashes.save()
         result.distinct = len(jobs)
+        planned = time.monotonic()
 
         bar = ProgressBar(
             n, enabled=progress_enabled(request.progress), on_update=request.on_progress
@@ -653,12 +684,18 @@ async def run_request(request: TranscribeRequest, *, inside_loop: bool = True) -
             bar.update(cached_rows, cached=cached_rows)
         else:
             todo.extend(jobs.values())
+        # Where a run's time goes before anything is sent (the benchmark shows it).
+        result.extra["seconds_plan"] = planned - started
+        result.extra["seconds_lookup"] = time.monotonic() - planned
         long = _long_audio(request, sender, store, result)
 
         try:
             async with asyncio.timeout_at(deadline_at):
+                # Budget: the run's price and each job's length, read before the first send.
+                spend = await _run_spend(request, call, sender, todo, bar)
+                # Long files leave ``todo`` here: their chunks are queued while sending.
                 await long.split(todo)
-                await _send_all(todo, sender, request, store, result, bar, long)
+                await _send_all(todo, sender, request, store, result, bar, spend, long)
         except TimeoutError:
             if errors == "raise":
                 raise APITimeoutError(f"batch deadline of {deadline} s reached") from None
@@ -680,6 +717,15 @@ async def run_request(request: TranscribeRequest, *, inside_loop: bool = True) -
         finally:
             await sender.aclose()
     result.elapsed = time.monotonic() - started
+    result.summary = run_summary(
+        model=call.model,
+        rows=n,
+        requests=result.requests,
+        cache_hits=result.cache_hits,
+        errors=result.errors,
+        elapsed=result.elapsed,
+        spend=spend,
+    )
     return result
 
 
@@ -691,7 +737,7 @@ def _long_audio(
     def make_job(
         key: str, identity: str, source: AudioSource, call: PreparedCall, part: Any
     ) -> _Job:
-        return _Job(key, identity, source, call, [], part=part)
+        return _Job(key, identity, source, call, [], part=part, seconds=part.end - part.start)
 
     return LongAudio(
         limit_book_for(store, sender.client.base_url),
@@ -703,6 +749,36 @@ def _long_audio(
     )
 
 
+async def _run_spend(
+    request: TranscribeRequest,
+    call: PreparedCall,
+    sender: _RunClient,
+    todo: deque[_Job],
+    bar: ProgressBar,
+) -> RunSpend:
+    """The run's spend account; with a budget, its price and each queued job's length."""
+    price = None
+    if request.budget is not None and todo:
+        price = await asyncio.to_thread(
+            run_price,
+            call.model,
+            embedded=call.embedded,
+            prices=request.prices,
+            client=sender.client,
+        )
+        seconds = await asyncio.to_thread(measure_seconds, [job.source for job in todo])
+        for job, length in zip(todo, seconds, strict=True):
+            if job.seconds is None:
+                job.seconds = length
+    bar.budget = request.budget
+    return RunSpend(
+        budget=request.budget,
+        price_per_minute=price,
+        limit=request.concurrency,
+        on_cost=bar.add_cost,
+    )
+
+
 async def _send_all(
     todo: deque[_Job],
     sender: _RunClient,
@@ -710,6 +786,7 @@ async def _send_all(
     store: Cache | None,
     result: BatchResult,
     bar: ProgressBar,
+    spend: RunSpend,
     long: LongAudio | None = None,
 ) -> None:
     if not todo and (long is None or not long.pending):
@@ -777,12 +854,14 @@ async def _send_all(
             t0 = time.monotonic()
             outcome: TranscriptionResult | BaseException
             try:
-                outcome = await send(job.source, job.call, on_retry)
+                outcome = await spend.send(send, job.source, job.call, on_retry, job.seconds)
             except (PhaseoError, ValueError, OSError) as err:
                 outcome = err
             finally:
                 limiter.release()
-            result.requests += 1
+            # A request the budget refused was never sent.
+            sent = 0 if isinstance(outcome, BudgetExceededError) else 1
+            result.requests += sent
             if isinstance(outcome, TranscriptionResult) and job.part is not None:
                 limiter.policy.on_success()
                 assert long is not None
@@ -832,7 +911,7 @@ async def _send_all(
             elif job.part is not None:
                 assert long is not None
                 long.on_failure(job, format_error(outcome))
-                bar.update(0, sent=1)
+                bar.update(0, sent=sent)
                 if errors == "raise":
                     stop.append(outcome)
                     finish_all()
@@ -841,7 +920,7 @@ async def _send_all(
                 text = format_error(outcome)
                 for r in job.rows:
                     result.error[r] = text
-                bar.update(len(job.rows), errors=len(job.rows), sent=1)
+                bar.update(len(job.rows), errors=len(job.rows), sent=sent)
                 if errors == "raise":
                     stop.append(outcome)
                     finish_all()

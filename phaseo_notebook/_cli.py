@@ -369,7 +369,53 @@ def _add_transcribe(subparsers: _Subparsers) -> None:
         default="srt",
         help="format of --subtitles files (default %(default)s)",
     )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        metavar="USD",
+        help="the most the run may spend, in USD; rows not sent because of it get a "
+        "BudgetExceededError (exit status 1) and a rerun with a larger budget continues",
+    )
+    parser.add_argument(
+        "--prices",
+        action="append",
+        default=[],
+        metavar="MODEL=USD",
+        help="price per minute of audio of MODEL, over the gateway's catalog and the "
+        "built-in table; repeatable",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what the run would send and cost (after dedupe and the cache), send "
+        "nothing, exit 0",
+    )
     parser.set_defaults(handler=_run_transcribe)
+
+
+def _parse_prices(specs: Sequence[str]) -> dict[str, float] | None:
+    """``--prices MODEL=USD`` values as a mapping (checked by the run request).
+
+    Examples
+    --------
+    >>> _parse_prices(["openai/whisper-1=0.004"])
+    {'openai/whisper-1': 0.004}
+    """
+    if not specs:
+        return None
+    prices: dict[str, float] = {}
+    for spec in specs:
+        model, sep, value = spec.rpartition("=")
+        try:
+            if not sep or not model.strip():
+                raise ValueError
+            prices[model.strip()] = float(value)
+        except ValueError:
+            raise _UsageError(
+                f"--prices {spec!r}: expected MODEL=USD per minute, e.g. openai/whisper-1=0.006"
+            ) from None
+    return prices
 
 
 def _read_input(path: Path, col: str, recursive: bool) -> Any:
@@ -496,7 +542,11 @@ def _run_transcribe(args: argparse.Namespace) -> int:
             prompt=args.prompt,
             temperature=args.temperature,
             chain_prompt=args.chain_prompt,
+            budget=args.budget,
+            prices=_parse_prices(args.prices),
         )
+        if args.dry_run:
+            return _dry_run(request)
         out = with_outputs(frame, request, run_request_sync(request))
         cached = int(out[columns.of("cached")].sum())
         if args.subtitles is not None:
@@ -525,10 +575,41 @@ def _run_transcribe(args: argparse.Namespace) -> int:
     where = f"; wrote {args.out}" if args.out is not None else ""
     print(
         f"transcribed {len(out) - failed} of {len(out)} rows ({cached} from the cache, "
-        f"{failed} failed){where}",
+        f"{failed} failed){where}{_spend_note(out.attrs.get('stt', {}))}",
         file=sys.stderr,
     )
     return EXIT_ROWS_FAILED if failed else EXIT_OK
+
+
+def _dry_run(request: Any) -> int:
+    from phaseo_notebook._run_estimate import estimate_request
+
+    estimate = estimate_request(request)
+    print(repr(estimate))
+    if request.budget is not None:
+        cost = estimate.cost
+        if cost is None:
+            verdict = "no price is known, so a run learns the cost from its first answer"
+        elif cost <= request.budget:
+            verdict = "the estimate fits"
+        else:
+            verdict = "the estimate exceeds it: a run would stop at the budget"
+        print(f"budget {request.budget:g} {estimate.currency}: {verdict}")
+    return EXIT_OK
+
+
+def _spend_note(summary: dict[str, Any]) -> str:
+    """``"; spent 0.03 of 0.05 USD, 12 rows not sent (budget)"`` from a run summary."""
+    spent, budget = summary.get("spent"), summary.get("budget")
+    if spent is None:
+        return ""
+    note = f"; spent {spent:.6g}"
+    if budget is not None:
+        note += f" of {budget:.6g}"
+    note += f" {summary.get('currency', 'USD')}"
+    if summary.get("not_sent_budget"):
+        note += f", {summary['not_sent_budget']} request(s) not sent (budget)"
+    return note
 
 
 # --------------------------------------------------------------------------- cache

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -221,13 +221,15 @@ def compare_models(
     client: Client | AsyncClient | None = None,
     deadline: float | None = None,
     normalize: bool = True,
+    budget: float | None = None,
+    prices: Mapping[str, float] | None = None,
 ) -> ModelComparison:
     """Transcribe ``df[col]`` with every model and summarise; behind ``df.stt.compare``.
 
     Parameters are those of ``df.stt.transcribe`` plus ``models`` (names, in the order of the
     table), ``reference`` (a column of reference transcripts; omit for no WER/CER) and
-    ``normalize`` (see :func:`phaseo_notebook._scoring.normalize_for_scoring`). ``deadline``
-    applies to each model's run.
+    ``normalize`` (see :func:`phaseo_notebook._scoring.normalize_for_scoring`). ``deadline`` and
+    ``budget`` apply to each model's run.
 
     Examples
     --------
@@ -255,6 +257,8 @@ def compare_models(
         progress=progress,
         client=client,
         deadline=deadline,
+        budget=budget,
+        prices=prices,
     )
     if reference is not None:
         require_column(df, reference, "reference column")

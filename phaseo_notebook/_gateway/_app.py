@@ -527,6 +527,9 @@ class GatewayCore:
         What answers cost (see :mod:`~phaseo_notebook._gateway._charges`); None: free.
     limits : AudioLimits or None
         Per-file limits beyond the 25 MB cap, checked before the engine runs.
+    list_prices : bool
+        List each model's ``pricing`` in ``GET /v1/models``; ``False``: a catalog without
+        prices, like the live gateway's.
 
     Examples
     --------
@@ -544,6 +547,7 @@ class GatewayCore:
         models: Mapping[str, str] | None = None,
         price_per_minute: PriceSetting = None,
         limits: AudioLimits | None = None,
+        list_prices: bool = True,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
@@ -564,7 +568,11 @@ class GatewayCore:
                         "object": "model",
                         "owned_by": "local",
                         "engine": engine,
-                        "pricing": {"per_minute": self.prices[name], "currency": "USD"},
+                        **(
+                            {"pricing": {"per_minute": self.prices[name], "currency": "USD"}}
+                            if list_prices
+                            else {}
+                        ),
                     }
                     for name, engine in self.models.items()
                 ],

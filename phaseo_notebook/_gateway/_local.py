@@ -89,6 +89,7 @@ def _make_server(
     allow_private_urls: bool = False,
     allowed_url_origins: Iterable[str] = (),
     allow_remote: bool = False,
+    list_prices: bool = True,
 ) -> GatewayServer:
     core = GatewayCore(
         mode=mode,
@@ -96,6 +97,7 @@ def _make_server(
         models=build_models(models, engine),
         price_per_minute=price_per_minute,
         limits=limits,
+        list_prices=list_prices,
     )
     engines = EngineSet(workers)
     # Creating the main engine now makes a missing optional dependency fail at start,
@@ -250,6 +252,10 @@ class LocalGateway:
     server_limits : GatewayLimits or None
         Header and body timeouts and the connection cap (see
         :class:`~phaseo_notebook._gateway._server.GatewayLimits`).
+    list_prices : bool
+        List each model's ``pricing`` in ``GET /v1/models`` (default). ``False`` serves a
+        catalog without prices, as the live gateway's is, while answers still report
+        their cost (thread mode only).
 
     Examples
     --------
@@ -282,6 +288,7 @@ class LocalGateway:
         allow_private_urls: bool = False,
         allowed_url_origins: Iterable[str] = (),
         server_limits: GatewayLimits | None = None,
+        list_prices: bool = True,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
@@ -306,6 +313,9 @@ class LocalGateway:
         self._allow_private_urls = allow_private_urls
         self._allowed_url_origins = tuple(allowed_url_origins)
         self._server_limits = server_limits
+        if process and not list_prices:
+            raise ValueError("list_prices=False is not supported with process=True")
+        self._list_prices = list_prices
         self._port: int | None = None
         # Thread mode.
         self._server: GatewayServer | None = None
@@ -458,6 +468,7 @@ class LocalGateway:
             allow_private_urls=self._allow_private_urls,
             allowed_url_origins=self._allowed_url_origins,
             allow_remote=self._allow_remote,
+            list_prices=self._list_prices,
         )
         loop = asyncio.new_event_loop()
         ready = threading.Event()
