@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
+from ._base_client import Timestamps
 from ._batch import run_request, run_request_sync
 from ._client import AsyncClient, Client
-from ._frames import frame_request, with_outputs
+from ._frames import OutputColumns, assign_columns, frame_request, with_outputs
 from ._request import CacheArg, ErrorsMode, TranscribeRequest
 from ._types import ProviderOptions
 
@@ -63,6 +64,10 @@ class SttDataFrameAccessor:
         client: Client | AsyncClient | None = None,
         deadline: float | None = None,
         metadata: bool = False,
+        timestamps: Timestamps | None = None,
+        prompt: str | None = None,
+        temperature: float | None = None,
+        chain_prompt: bool = False,
         budget: float | None = None,
         prices: Mapping[str, float] | None = None,
     ) -> pd.DataFrame:
@@ -97,6 +102,20 @@ class SttDataFrameAccessor:
             Also add ``_cached``, ``_provider``, ``_duration``, ``_cost``, ``_latency``,
             ``_request_id`` and ``_language`` (as the gateway reports it) columns with the
             same prefix.
+        timestamps
+            ``"segment"`` adds ``f"{out_col}_segments"``: per row a list of ``{"start",
+            "end", "text"}`` dicts, seconds from the start of the audio. ``"word"`` also
+            adds ``f"{out_col}_words"`` (``{"start", "end", "word"}``). The gateway is
+            asked for ``response_format=verbose_json``; a model that answers no times
+            leaves the columns missing.
+        prompt, temperature
+            Passed to the gateway: text that guides spelling and style, and sampling
+            temperature (0-1). Like ``timestamps``, both are part of the cache key.
+        chain_prompt
+            For a recording over the model's limits (sent as chunks cut at pauses, and
+            stitched back into one row, times shifted): pass each chunk the previous
+            chunk's text as its prompt. Names and spelling stay consistent across cuts,
+            but a file's chunks are then sent one at a time. Off by default.
         budget
             The most this run may spend, in USD. A request is sent only while what is spent,
             what is in flight and its own estimate fit; the rows not sent get an error
@@ -135,6 +154,10 @@ class SttDataFrameAccessor:
             client=client,
             deadline=deadline,
             metadata=metadata,
+            timestamps=timestamps,
+            prompt=prompt,
+            temperature=temperature,
+            chain_prompt=chain_prompt,
             budget=budget,
             prices=prices,
         )
@@ -162,6 +185,10 @@ class SttDataFrameAccessor:
         client: Client | AsyncClient | None = None,
         deadline: float | None = None,
         metadata: bool = False,
+        timestamps: Timestamps | None = None,
+        prompt: str | None = None,
+        temperature: float | None = None,
+        chain_prompt: bool = False,
         budget: float | None = None,
         prices: Mapping[str, float] | None = None,
     ) -> pd.DataFrame:
@@ -187,6 +214,10 @@ class SttDataFrameAccessor:
             client=client,
             deadline=deadline,
             metadata=metadata,
+            timestamps=timestamps,
+            prompt=prompt,
+            temperature=temperature,
+            chain_prompt=chain_prompt,
             budget=budget,
             prices=prices,
         )
@@ -562,6 +593,67 @@ class SttDataFrameAccessor:
 
         return to_jsonl(self._obj, path, columns=columns, audio_bytes=audio_bytes, index=index)
 
+    def to_subtitles(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        audio_col: str = "audio_url",
+        out_col: str = "text",
+        segments_col: str | None = None,
+        words_col: str | None = None,
+        fmt: Literal["srt", "vtt", "json"] = "srt",
+    ) -> list[Path]:
+        """Write one subtitle file per row into ``directory``, named from the row's audio.
+
+        Reads the columns a run with ``timestamps=`` added: ``f"{out_col}_segments"`` (and
+        ``f"{out_col}_words"`` when present, to split long cues at word times). Cues keep to
+        42 characters a line, 2 lines and 7 seconds; a row without segments gets an empty
+        file. ``fmt="json"`` writes the text, segments, words and cues as one JSON object.
+
+        Returns
+        -------
+        list of pathlib.Path
+            The files written, in row order (``talk.srt``, ``talk-2.srt`` on a clash).
+
+        Examples
+        --------
+        >>> out = df.stt.transcribe(col="audio", timestamps="segment")  # doctest: +SKIP
+        >>> out.stt.to_subtitles("subs", audio_col="audio", fmt="vtt")  # doctest: +SKIP
+        [PosixPath('subs/talk.vtt')]
+        """
+        from ._frames import require_column
+        from ._subtitles import write_subtitles
+
+        df = self._obj
+        segments_col = segments_col or f"{out_col}_segments"
+        require_column(df, audio_col, "audio column")
+        require_column(df, segments_col, "segments column (run with timestamps=)")
+        words_col = words_col or f"{out_col}_words"
+        words = df[words_col].tolist() if words_col in df.columns else [None] * len(df)
+        texts = df[out_col].tolist() if out_col in df.columns else [None] * len(df)
+        rows = zip(df[audio_col].tolist(), df[segments_col].tolist(), words, texts, strict=True)
+        return write_subtitles(rows, directory, fmt=fmt)
+
+    def to_srt(self, directory: str | os.PathLike[str], **columns: Any) -> list[Path]:
+        """:meth:`to_subtitles` with ``fmt="srt"`` (same column keywords).
+
+        Examples
+        --------
+        >>> out.stt.to_srt("subs", audio_col="audio")  # doctest: +SKIP
+        [PosixPath('subs/talk.srt')]
+        """
+        return self.to_subtitles(directory, fmt="srt", **columns)
+
+    def to_vtt(self, directory: str | os.PathLike[str], **columns: Any) -> list[Path]:
+        """:meth:`to_subtitles` with ``fmt="vtt"`` (WebVTT; same column keywords).
+
+        Examples
+        --------
+        >>> out.stt.to_vtt("subs", audio_col="audio")  # doctest: +SKIP
+        [PosixPath('subs/talk.vtt')]
+        """
+        return self.to_subtitles(directory, fmt="vtt", **columns)
+
 
 @pd.api.extensions.register_series_accessor("stt")
 class SttSeriesAccessor:
@@ -591,14 +683,20 @@ class SttSeriesAccessor:
         progress: bool = True,
         client: Client | AsyncClient | None = None,
         deadline: float | None = None,
+        timestamps: Timestamps | None = None,
+        prompt: str | None = None,
+        temperature: float | None = None,
         budget: float | None = None,
         prices: Mapping[str, float] | None = None,
-    ) -> pd.Series:
+    ) -> pd.Series | pd.DataFrame:
         """Transcribe every value; returns a Series of text aligned to this one.
 
         Rows that failed are missing; the DataFrame accessor keeps the error messages.
         ``budget`` and ``prices`` are those of ``df.stt.transcribe``; the run summary is
-        in the result's ``attrs["stt"]``.
+        in the result's ``attrs["stt"]``. ``prompt`` and ``temperature`` are passed to the
+        gateway. With ``timestamps`` (``"segment"`` or ``"word"``) the answer is a
+        DataFrame instead: ``text`` plus ``text_segments`` (and ``text_words``), as
+        ``df.stt.transcribe`` adds them.
 
         Examples
         --------
@@ -617,6 +715,9 @@ class SttSeriesAccessor:
             progress=progress,
             client=client,
             deadline=deadline,
+            timestamps=timestamps,
+            prompt=prompt,
+            temperature=temperature,
             budget=budget,
             prices=prices,
         )
@@ -627,6 +728,12 @@ class SttSeriesAccessor:
                 result.errors,
                 len(result.error),
             )
+        if timestamps is not None:
+            timed = OutputColumns("text", timestamps=timestamps)
+            columns = {n: v for n, v in timed.from_result(result).items() if n != timed.error}
+            frame = assign_columns(pd.DataFrame(index=self._obj.index), columns, timed.dtypes())
+            frame.attrs["stt"] = dict(result.summary)
+            return frame
         out = pd.Series(result.text, index=self._obj.index, name="text")
         out.attrs["stt"] = dict(result.summary)
         return out

@@ -237,6 +237,8 @@ class AudioSource:
         if self.path is None:
             raise ValueError("a URL source has no local bytes; download it first")
         try:
+            # A file over one upload is sent as chunks, never read whole: refuse it unread.
+            _check_size(self.path.stat().st_size, self.label)
             data = self.path.read_bytes()
         except FileNotFoundError as err:
             raise AudioInputError("file does not exist", audio=self.label) from err
@@ -280,12 +282,17 @@ class AudioSource:
         return digest.hexdigest()
 
 
-def _check_size(size: int, label: str) -> None:
+#: Local files and bytes may be larger than one upload: the batch engine sends them as
+#: chunks under the model's limits (see ``_longaudio``). This only bounds what is accepted.
+MAX_LOCAL_AUDIO_BYTES = 16 * 1000**3
+
+
+def _check_size(size: int, label: str, limit: int = MAX_AUDIO_BYTES) -> None:
     if size == 0:
         raise AudioInputError("audio is empty (0 bytes)", audio=label)
-    if size > MAX_AUDIO_BYTES:
+    if size > limit:
         raise AudioInputError(
-            f"audio is {size:,} bytes, over the {MAX_AUDIO_BYTES // 1_000_000} MB limit per file",
+            f"audio is {size:,} bytes, over the {limit // 1_000_000} MB limit per file",
             audio=label,
         )
 
@@ -377,7 +384,7 @@ def normalize_audio(audio: object) -> AudioSource:
 
 
 def _from_bytes(data: bytes, label: str) -> AudioSource:
-    _check_size(len(data), label)
+    _check_size(len(data), label, MAX_LOCAL_AUDIO_BYTES)
     fmt = _require_audio(data[:_HEADER_BYTES], label)
     return AudioSource(kind="bytes", label=label, data=data, format=fmt, size=len(data))
 
@@ -402,7 +409,7 @@ def _from_path(text: str) -> AudioSource:
         raise AudioInputError(f"path cannot be used ({err})", audio=label) from err
     if path.is_dir():
         raise AudioInputError("path is a directory, not an audio file", audio=label)
-    _check_size(st.st_size, label)
+    _check_size(st.st_size, label, MAX_LOCAL_AUDIO_BYTES)
     try:
         with path.open("rb") as fh:
             header = fh.read(_HEADER_BYTES)

@@ -327,6 +327,28 @@ def embedded_notice(model: str) -> None:
     )
 
 
+#: The answer format that carries ``segments`` and ``words``.
+VERBOSE_JSON = "verbose_json"
+
+
+def granularities_field(timestamps: Timestamps) -> str:
+    """The ``timestamp_granularities`` form value for a ``timestamps`` option.
+
+    ``"word"`` asks for segments as well, so a run with word times still gets its
+    segment column. A list travels as one field holding a JSON list: the live gateway
+    sends nested values in a form as JSON strings and silently drops bracketed keys, so
+    OpenAI's ``timestamp_granularities[]`` (one part per value) would never arrive.
+
+    Examples
+    --------
+    >>> granularities_field("segment"), granularities_field("word")
+    ('segment', '["segment","word"]')
+    """
+    if timestamps == "segment":
+        return "segment"
+    return json.dumps(["segment", timestamps], separators=(",", ":"))
+
+
 def default_headers(api_key: str | None) -> dict[str, str]:
     """Headers sent with every transcription request."""
     headers = {"Accept": "application/json", "User-Agent": f"phaseo-notebook/{__version__}"}
@@ -359,8 +381,9 @@ def build_multipart(
     data
         The audio bytes, for everything but a URL in contract mode.
     timestamps, prompt, temperature
-        Optional fields, sent only when given (``timestamps`` as
-        ``timestamp_granularities``).
+        Optional fields, sent only when given. ``timestamps`` asks for
+        ``response_format=verbose_json`` and ``timestamp_granularities`` (see
+        :func:`granularities_field`).
 
     Examples
     --------
@@ -387,7 +410,8 @@ def build_multipart(
     if provider is not None:
         parts.append(("provider", (None, provider.to_json())))
     if timestamps is not None:
-        parts.append(("timestamp_granularities", (None, timestamps)))
+        parts.append(("response_format", (None, VERBOSE_JSON)))
+        parts.append(("timestamp_granularities", (None, granularities_field(timestamps))))
     if prompt is not None:
         parts.append(("prompt", (None, prompt)))
     if temperature is not None:

@@ -50,6 +50,7 @@ from ._exceptions import (
     PhaseoError,
 )
 from ._filehashes import FileHashes
+from ._longaudio import LongAudio, is_limit_refusal, limit_book_for
 from ._progress import ProgressBar, progress_enabled
 from ._request import (
     DEFAULT_FLUSH_INTERVAL,
@@ -239,6 +240,8 @@ class _Job:
     call: PreparedCall
     rows: list[int]
     attempts: int = 0
+    #: For a chunk of a long file: its :class:`._longaudio.ChunkRef` (it fills no row itself).
+    part: Any = None
     #: Audio seconds, for the budget's estimate (None: unknown or not needed).
     seconds: float | None = None
 
@@ -257,6 +260,8 @@ class BatchResult:
         Per-row metadata where the gateway reported it (``latency`` in seconds, sent rows only).
     language
         Per-row language the gateway reports it transcribed in, where it says.
+    segments, words
+        Per-row timed segments and words where the answer had them (``timestamps=``).
     requests
         Requests sent (distinct inputs that were not cached; batch-level resends included).
     cache_hits, distinct
@@ -280,6 +285,9 @@ class BatchResult:
     elapsed: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
     language: list[str | None] = field(default_factory=list)
+    #: Per-row timed segments and words (runs with ``timestamps``), times from the file's start.
+    segments: list[list[dict[str, Any]] | None] = field(default_factory=list)
+    words: list[list[dict[str, Any]] | None] = field(default_factory=list)
     #: The run summary (:func:`._spend.run_summary`): spent, requests, audio minutes, ...
     summary: dict[str, Any] = field(default_factory=dict)
 
@@ -295,6 +303,8 @@ class BatchResult:
             request_id=[None] * n,
             latency=[None] * n,
             language=[None] * n,
+            segments=[None] * n,
+            words=[None] * n,
         )
 
     @property
@@ -524,6 +534,8 @@ def _fill(
         result.request_id[r] = tr.request_id
         result.latency[r] = latency
         result.language[r] = tr.language
+        result.segments[r] = tr.segments
+        result.words[r] = tr.words
 
 
 async def transcribe_many(
@@ -675,12 +687,15 @@ async def run_request(request: TranscribeRequest, *, inside_loop: bool = True) -
         # Where a run's time goes before anything is sent (the benchmark shows it).
         result.extra["seconds_plan"] = planned - started
         result.extra["seconds_lookup"] = time.monotonic() - planned
+        long = _long_audio(request, sender, store, result)
 
         try:
             async with asyncio.timeout_at(deadline_at):
                 # Budget: the run's price and each job's length, read before the first send.
                 spend = await _run_spend(request, call, sender, todo, bar)
-                await _send_all(todo, sender, request, store, result, bar, spend)
+                # Long files leave ``todo`` here: their chunks are queued while sending.
+                await long.split(todo)
+                await _send_all(todo, sender, request, store, result, bar, spend, long)
         except TimeoutError:
             if errors == "raise":
                 raise APITimeoutError(f"batch deadline of {deadline} s reached") from None
@@ -692,6 +707,8 @@ async def run_request(request: TranscribeRequest, *, inside_loop: bool = True) -
                     if result.text[r] is None and result.error[r] is None:
                         result.error[r] = unfinished
         finally:
+            await long.aclose()
+            result.extra["chunks_sent"] = long.chunks_sent
             bar.close()
     finally:
         try:
@@ -710,6 +727,26 @@ async def run_request(request: TranscribeRequest, *, inside_loop: bool = True) -
         spend=spend,
     )
     return result
+
+
+def _long_audio(
+    request: TranscribeRequest, sender: _RunClient, store: Cache | None, result: BatchResult
+) -> LongAudio:
+    """The run's long-file planner and stitcher (see :mod:`._longaudio`)."""
+
+    def make_job(
+        key: str, identity: str, source: AudioSource, call: PreparedCall, part: Any
+    ) -> _Job:
+        return _Job(key, identity, source, call, [], part=part, seconds=part.end - part.start)
+
+    return LongAudio(
+        limit_book_for(store, sender.client.base_url),
+        store,
+        result,
+        make_job,
+        chain_prompt=request.chain_prompt,
+        concurrency=request.concurrency,
+    )
 
 
 async def _run_spend(
@@ -750,8 +787,9 @@ async def _send_all(
     result: BatchResult,
     bar: ProgressBar,
     spend: RunSpend,
+    long: LongAudio | None = None,
 ) -> None:
-    if not todo:
+    if not todo and (long is None or not long.pending):
         return
     concurrency = request.concurrency
     errors = request.errors
@@ -763,7 +801,7 @@ async def _send_all(
         queue.put_nowait(job)
     # Jobs not finished yet, queued or in flight: a job put back after a transient failure
     # must still find a worker, so workers wait on the queue until this reaches zero.
-    remaining = len(todo)
+    remaining = len(todo) + (long.pending if long is not None else 0)
     stop: list[BaseException] = []
     send = sender.send
 
@@ -783,10 +821,34 @@ async def _send_all(
         if is_congestion(err):
             congested()
 
+    # Long files add work while the run sends: chunk jobs, and files refused whole.
+    def add_unit() -> None:
+        nonlocal remaining
+        remaining += 1
+
+    def enqueue(job: _Job) -> None:
+        add_unit()
+        queue.put_nowait(job)
+
+    def settle() -> None:
+        nonlocal remaining
+        remaining -= 1
+        if remaining == 0:
+            finish_all()
+
     async def worker() -> None:
         nonlocal remaining
         while True:
             job = await queue.get()
+            if (
+                job is not None
+                and long is not None
+                and job.part is None
+                and not stop
+                and await long.reroute(job)  # a limit learned in this run: send it as chunks
+            ):
+                settle()
+                continue
             if job is None or stop or not await limiter.acquire():
                 return
             t0 = time.monotonic()
@@ -800,7 +862,12 @@ async def _send_all(
             # A request the budget refused was never sent.
             sent = 0 if isinstance(outcome, BudgetExceededError) else 1
             result.requests += sent
-            if isinstance(outcome, TranscriptionResult):
+            if isinstance(outcome, TranscriptionResult) and job.part is not None:
+                limiter.policy.on_success()
+                assert long is not None
+                long.on_answer(job, outcome)
+                bar.update(0, sent=1)
+            elif isinstance(outcome, TranscriptionResult):
                 limiter.policy.on_success()
                 _fill(result, job.rows, outcome, time.monotonic() - t0)
                 if store is not None:
@@ -834,6 +901,21 @@ async def _send_all(
                 bar.update(0, sent=1)
                 queue.put_nowait(job)
                 continue
+            elif (
+                long is not None
+                and isinstance(outcome, APIStatusError)
+                and is_limit_refusal(outcome)
+                and long.on_refusal(job, outcome)
+            ):
+                bar.update(0, sent=1)  # the file goes again as chunks under the learned limit
+            elif job.part is not None:
+                assert long is not None
+                long.on_failure(job, format_error(outcome))
+                bar.update(0, sent=sent)
+                if errors == "raise":
+                    stop.append(outcome)
+                    finish_all()
+                    return
             else:
                 text = format_error(outcome)
                 for r in job.rows:
@@ -843,9 +925,7 @@ async def _send_all(
                     stop.append(outcome)
                     finish_all()
                     return
-            remaining -= 1
-            if remaining == 0:
-                finish_all()
+            settle()
 
     async def flusher() -> None:
         assert store is not None
@@ -854,6 +934,8 @@ async def _send_all(
             if store.pending >= 1:
                 await asyncio.to_thread(store.flush)
 
+    if long is not None:
+        long.start(enqueue, add_unit, settle, bar)
     workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
     flush_task = asyncio.create_task(flusher()) if store is not None else None
     try:

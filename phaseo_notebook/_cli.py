@@ -154,15 +154,39 @@ def _add_serve(subparsers: _Subparsers) -> None:
         metavar="[NAME=]USD",
         help="what answers cost per minute of audio, for every model or NAME; repeatable",
     )
+    parser.add_argument(
+        "--max-audio-bytes",
+        type=int,
+        default=None,
+        help="refuse audio larger than this with a 413 naming max_bytes (at most 25000000)",
+    )
+    parser.add_argument(
+        "--max-audio-seconds",
+        type=float,
+        default=None,
+        help="refuse audio longer than this with a 400 'longer than N seconds'",
+    )
+    parser.add_argument(
+        "--model-limits",
+        action="append",
+        default=[],
+        metavar="NAME=BYTES:SECONDS",
+        help="per-model limits replacing the two above (either number may be empty); repeatable",
+    )
     parser.set_defaults(handler=_run_serve)
 
 
 def _run_serve(args: argparse.Namespace) -> int:
     import asyncio
 
+    from phaseo_notebook._gateway._app import AudioLimits
     from phaseo_notebook._gateway._charges import parse_price_specs
     from phaseo_notebook._gateway._faults import Faults
-    from phaseo_notebook._gateway._local import generate_api_key, serve_forever
+    from phaseo_notebook._gateway._local import (
+        generate_api_key,
+        parse_model_limits,
+        serve_forever,
+    )
     from phaseo_notebook._gateway._server import GatewayLimits
 
     def fail(message: str) -> int:
@@ -205,6 +229,12 @@ def _run_serve(args: argparse.Namespace) -> int:
             "max_connections": args.max_connections,
         }
         limits = GatewayLimits(**{k: v for k, v in limit_args.items() if v is not None})
+        per_model = parse_model_limits(args.model_limits)
+        audio_limits = (
+            AudioLimits(args.max_audio_bytes, args.max_audio_seconds, per_model)
+            if args.max_audio_bytes is not None or args.max_audio_seconds is not None or per_model
+            else None
+        )
         asyncio.run(
             serve_forever(
                 host=args.host,
@@ -222,6 +252,7 @@ def _run_serve(args: argparse.Namespace) -> int:
                 server_limits=limits,
                 on_ready=announce,
                 price_per_minute=parse_price_specs(args.price_per_minute),
+                limits=audio_limits,
             )
         )
     except (ValueError, OSError) as err:
@@ -310,6 +341,37 @@ def _add_transcribe(subparsers: _Subparsers) -> None:
         "--recursive", action="store_true", help="with a folder INPUT, include its subfolders"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument(
+        "--timestamps",
+        choices=("segment", "word"),
+        default=None,
+        help="add '<text-col>_segments' (and with 'word' '<text-col>_words'): timed pieces, "
+        "JSON text in a CSV",
+    )
+    parser.add_argument("--prompt", default=None, help="text that guides spelling and style")
+    parser.add_argument(
+        "--temperature", type=float, default=None, help="sampling temperature, 0 to 1"
+    )
+    parser.add_argument(
+        "--chain-prompt",
+        action="store_true",
+        help="for audio sent as chunks, prompt each chunk with the previous chunk's text "
+        "(a file's chunks then go one at a time)",
+    )
+    parser.add_argument(
+        "--subtitles",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write one subtitle file per row into DIR, named from its audio "
+        "(needs --timestamps)",
+    )
+    parser.add_argument(
+        "--subtitle-format",
+        choices=("srt", "vtt", "json"),
+        default="srt",
+        help="format of --subtitles files (default %(default)s)",
+    )
     parser.add_argument(
         "--budget",
         type=float,
@@ -528,11 +590,14 @@ def _output_kind(out: Path | None) -> str | None:
 def _write_output(frame: Any, out: Path | None, kind: str | None) -> None:
     import tempfile
 
+    if kind == "jsonl":
+        assert out is not None
+        frame.stt.to_jsonl(out)
+        return
+    if kind != "parquet":
+        frame = _timed_as_json(frame)
     if out is None:
         frame.to_csv(sys.stdout, index=False)
-        return
-    if kind == "jsonl":
-        frame.stt.to_jsonl(out)
         return
     out.parent.mkdir(parents=True, exist_ok=True)
     # Written beside the target and renamed, so a failed write never leaves half a file.
@@ -549,6 +614,23 @@ def _write_output(frame: Any, out: Path | None, kind: str | None) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _timed_as_json(frame: Any) -> Any:
+    """Segment and word columns as JSON text, which a CSV can hold and a reader can parse."""
+    import json
+
+    timed = [
+        c
+        for c in frame.columns
+        if isinstance(c, str) and c.endswith(("_segments", "_words")) and frame[c].dtype == object
+    ]
+    if not timed:
+        return frame
+    frame = frame.copy()
+    for c in timed:
+        frame[c] = [None if v is None else json.dumps(v, ensure_ascii=False) for v in frame[c]]
+    return frame
+
+
 def _fatal(command: str, message: str) -> int:
     print(f"phaseo-notebook {command}: error: {message}", file=sys.stderr)
     return EXIT_USAGE
@@ -559,10 +641,12 @@ def _run_transcribe(args: argparse.Namespace) -> int:
     from phaseo_notebook._exceptions import PhaseoError
     from phaseo_notebook._frames import METADATA_FIELDS, OutputColumns, frame_request, with_outputs
 
-    columns = OutputColumns(args.text_col, metadata=True)
+    columns = OutputColumns(args.text_col, metadata=True, timestamps=args.timestamps)
     try:
         _apply_key_options(args)
         _check_key(args.model)
+        if args.subtitles is not None and args.timestamps is None:
+            raise _UsageError("--subtitles needs --timestamps segment or --timestamps word")
         kind = _output_kind(args.out)
         frame = _read_input(args.input, args.col, args.recursive)
         cache: Any = False if args.no_cache else (args.cache_dir or True)
@@ -578,6 +662,10 @@ def _run_transcribe(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             deadline=args.deadline,
             metadata=True,
+            timestamps=args.timestamps,
+            prompt=args.prompt,
+            temperature=args.temperature,
+            chain_prompt=args.chain_prompt,
             budget=args.budget,
             prices=_parse_prices(args.prices),
         )
@@ -585,6 +673,13 @@ def _run_transcribe(args: argparse.Namespace) -> int:
             return _dry_run(request)
         out = with_outputs(frame, request, run_request_sync(request))
         cached = int(out[columns.of("cached")].sum())
+        if args.subtitles is not None:
+            out.stt.to_subtitles(
+                args.subtitles,
+                audio_col=args.col,
+                out_col=columns.out_col,
+                fmt=args.subtitle_format,
+            )
         if not args.metadata:
             out = out.drop(columns=[columns.of(m) for m in METADATA_FIELDS])
         _write_output(out, args.out, kind)

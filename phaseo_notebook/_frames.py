@@ -13,8 +13,10 @@ Output columns of a run whose text column is ``out_col`` (default ``"text"``):
 ``text_cached``, ...      with ``metadata=True``: ``_cached``, ``_provider``,
                           ``_duration``, ``_cost``, ``_latency``, ``_request_id``,
                           ``_language``
-``text_segments``,        reserved for timestamps (not produced yet)
-``text_words``
+``text_segments``         with ``timestamps="segment"`` or ``"word"``: a list of
+                          ``{"start", "end", "text"}`` dicts, seconds from the start of the
+                          audio (missing where the row failed or had none)
+``text_words``            with ``timestamps="word"``: a list of ``{"start", "end", "word"}``
 ========================  ==============================================================
 
 The returned frame also carries the run summary in ``attrs["stt"]`` (a dict: ``model``,
@@ -66,7 +68,7 @@ METADATA_FIELDS: tuple[str, ...] = (
     "request_id",
     "language",
 )
-#: Suffixes kept for timestamps: a run with ``timestamps=`` will add them.
+#: Suffixes of the timestamp columns, each the :class:`BatchResult` list of that name.
 RESERVED_FIELDS: tuple[str, ...] = ("segments", "words")
 #: pandas' own dtype for a column of strings with gaps: ``str`` (missing: NaN) on pandas 3,
 #: ``object`` (missing: None) on pandas 2. Every text column of a run gets it, so its dtype
@@ -181,7 +183,7 @@ def with_outputs(
     column and the language asked for, so ``df.stt.flag()`` needs no arguments. The run
     summary goes to ``attrs["stt"]``.
     """
-    out = OutputColumns(request.out_col, request.metadata).assign(df, result)
+    out = OutputColumns(request.out_col, request.metadata, request.timestamps).assign(df, result)
     if result.summary:
         out.attrs["stt"] = dict(result.summary)
     if audio_col is not None:
@@ -229,6 +231,8 @@ class OutputColumns:
 
     out_col: str = "text"
     metadata: bool = False
+    #: ``"segment"`` adds the segments column, ``"word"`` the words column too.
+    timestamps: str | None = None
 
     @property
     def text(self) -> str:
@@ -247,6 +251,10 @@ class OutputColumns:
         pairs = [(self.text, "text"), (self.error, "error")]
         if self.metadata:
             pairs.extend((self.of(f), f) for f in METADATA_FIELDS)
+        if self.timestamps is not None:
+            pairs.append((self.of("segments"), "segments"))
+        if self.timestamps == "word":
+            pairs.append((self.of("words"), "words"))
         return pairs
 
     def names(self) -> list[str]:

@@ -120,6 +120,15 @@ class ProgressBar:
             self._last_postfix = now
             self._bar.set_postfix_str(self.postfix(now), refresh=False)
 
+    def partial(self, rows: float) -> None:
+        """Move the bar by a fraction of a row (a long file's answered chunk), counting nothing.
+
+        The row is counted by :meth:`update` when it finishes; take back what was shown
+        with a negative ``rows`` first.
+        """
+        if self._bar is not None:
+            self._bar.update(rows)
+
     def add_cost(self, cost: float) -> None:
         """Count a cost an answer reported (shown from the next refresh).
 

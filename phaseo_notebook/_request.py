@@ -121,6 +121,9 @@ class TranscribeRequest:
         Optional request fields, sent only when set.
     row_retries, flush_interval, on_progress
         Engine tuning: see :func:`._batch.transcribe_many`.
+    chain_prompt
+        For a long file sent as chunks: each chunk's ``prompt`` ends with the previous
+        chunk's text (consistent names across cuts; a file's chunks then go one at a time).
     budget
         The most the run may spend, in USD (the prices' and the gateway's currency), or
         None. Requests are admitted while spent + in flight + their estimate fit (see
@@ -166,6 +169,7 @@ class TranscribeRequest:
     flush_interval: float = DEFAULT_FLUSH_INTERVAL
     on_progress: Callable[[int, int], None] | None = None
     budget: float | None = None
+    chain_prompt: bool = False
     prices: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
@@ -188,6 +192,8 @@ class TranscribeRequest:
                 f" not {type(self.client).__name__}"
             )
         check_call_options(self.timestamps, self.prompt, self.temperature)
+        if not isinstance(self.chain_prompt, bool):
+            raise TypeError(f"chain_prompt must be True or False, not {self.chain_prompt!r}")
         _check_budget(self.budget)
         _check_prices(self.prices)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from ._exceptions import ConfigurationError
 
-__all__ = ["ProviderOptions", "TranscriptionResult", "coerce_provider"]
+__all__ = ["ProviderOptions", "TranscriptionResult", "coerce_provider", "parse_timed"]
 
 _LIST_KEYS = ("order", "only", "ignore")
 
@@ -97,6 +97,43 @@ def coerce_provider(provider: ProviderOptions | Mapping[str, Any] | None) -> Pro
     return ProviderOptions(**dict(provider))
 
 
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def parse_timed(items: Any, label: str) -> list[dict[str, Any]] | None:
+    """``segments`` or ``words`` of an answer as ``{"start", "end", label}`` dicts, or None.
+
+    Only the three fields are kept (seconds as floats, the text as a string): an item
+    without finite times or without a string ``label`` is dropped, so a hostile or sloppy
+    answer cannot put odd values into a column. ``None`` when the answer has no list.
+
+    Examples
+    --------
+    >>> parse_timed([{"start": 0, "end": 1.5, "text": " hi", "id": 0}, {"start": "x"}], "text")
+    [{'start': 0.0, 'end': 1.5, 'text': ' hi'}]
+    >>> parse_timed(None, "word") is None
+    True
+    """
+    if not isinstance(items, list):
+        return None
+    out: list[dict[str, Any]] = []
+    for item in items:
+        if not isinstance(item, Mapping):
+            continue
+        start, end, text = _finite(item.get("start")), _finite(item.get("end")), item.get(label)
+        if start is None or end is None or not isinstance(text, str):
+            continue
+        out.append({"start": start, "end": end, label: text})
+    return out
+
+
 def _opt_str(body: Mapping[str, Any], key: str) -> str | None:
     value = body.get(key)
     return value if isinstance(value, str) else None
@@ -133,6 +170,11 @@ class TranscriptionResult:
         Cost in ``currency`` units, from ``cost_nanos`` or ``cost_cents`` when reported.
     currency
         Currency of ``cost`` (e.g. ``"USD"``).
+    segments, words
+        Timed segments (``{"start", "end", "text"}``) and words (``{"start", "end",
+        "word"}``), seconds from the start of the audio, when the answer has them
+        (``response_format=verbose_json``); read from ``raw``, so a cached answer has
+        them too.
 
     Examples
     --------
@@ -150,6 +192,8 @@ class TranscriptionResult:
     request_id: str | None = None
     cost: float | None = None
     currency: str | None = None
+    segments: list[dict[str, Any]] | None = field(default=None, repr=False)
+    words: list[dict[str, Any]] | None = field(default=None, repr=False)
 
     @classmethod
     def from_body(
@@ -173,4 +217,6 @@ class TranscriptionResult:
             request_id=_opt_str(body, "requestId") or _opt_str(body, "id") or request_id,
             cost=cost,
             currency=_opt_str(body, "currency"),
+            segments=parse_timed(body.get("segments"), "text"),
+            words=parse_timed(body.get("words"), "word"),
         )

@@ -65,18 +65,49 @@ def _trim(piece: np.ndarray) -> np.ndarray:
 
 def utterances(pieces: list[np.ndarray], seconds: float, seed: int = 0) -> Iterator[np.ndarray]:
     """Speech and pauses (0.4-1.2 s of faint noise), in blocks, ``seconds`` long in all."""
+    for _index, _whole, block in _script(pieces, seconds, seed):
+        yield block
+
+
+def _script(
+    pieces: list[np.ndarray], seconds: float, seed: int
+) -> Iterator[tuple[int, bool, np.ndarray]]:
+    """``(piece index, whole piece written, block)`` for each block of :func:`utterances`."""
     rng = np.random.default_rng(seed)
     trimmed = [_trim(p) for p in pieces]
     total = int(seconds * RATE)
     written = 0
     while written < total:
-        piece = trimmed[int(rng.integers(len(trimmed)))]
+        index = int(rng.integers(len(trimmed)))
+        piece = trimmed[index]
         pause = int(rng.uniform(0.4, 1.2) * RATE)
         block = np.concatenate([piece, np.zeros(pause, dtype=np.int16)]).astype(np.float32)
         block += rng.normal(0.0, NOISE_STD, block.size).astype(np.float32)
         out = np.clip(block, -32768, 32767).astype(np.int16)[: total - written]
         written += out.size
-        yield out
+        yield index, out.size >= piece.size, out
+
+
+#: What each piece of :func:`speech_pieces` says, in the same order.
+PIECE_TEXTS = (
+    "one two three",
+    "And so my fellow Americans, ask not what your country can do for you, "
+    "ask what you can do for your country.",
+    *SENTENCES,
+)
+
+
+def reference_transcript(seconds: float, *, seed: int = 0) -> str:
+    """What a recording of :func:`write_long_recording` says, its pieces in order.
+
+    A piece the end of the recording cuts off is left out (the transcript of half an
+    utterance is not known).
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        pieces = speech_pieces(Path(tmp))
+    return " ".join(
+        PIECE_TEXTS[index] for index, whole, _ in _script(pieces, seconds, seed) if whole
+    )
 
 
 def write_long_recording(path: Path, seconds: float, *, seed: int = 0) -> Path:

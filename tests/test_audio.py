@@ -107,11 +107,22 @@ def test_file_checks(tmp_path: Path) -> None:
 
 
 def test_oversized_file_is_refused_without_reading_it(tmp_path: Path) -> None:
+    # Over one upload (25 MB) is fine: the batch engine sends it as chunks. Over the
+    # local input cap it is refused from its size alone.
+    from phaseo_notebook._audio import MAX_LOCAL_AUDIO_BYTES
+
     big = tmp_path / "big.wav"
     with big.open("wb") as fh:
         fh.write(make_wav(1)[:44])
         fh.truncate(25_000_001)  # sparse: no 25 MB written
+    source = normalize_audio(big)
+    assert source.size == 25_000_001
+    # Sending it whole is still refused, before the file is read.
     with pytest.raises(pn.AudioInputError, match="over the 25 MB limit"):
+        source.read()
+    with big.open("r+b") as fh:
+        fh.truncate(MAX_LOCAL_AUDIO_BYTES + 1)
+    with pytest.raises(pn.AudioInputError, match="MB limit per file"):
         normalize_audio(big)
 
 

@@ -529,7 +529,9 @@ def test_prepare_checks_and_sends_the_optional_fields_only_when_set() -> None:
     call = client.prepare("m", timestamps="word", prompt="names: Ada", temperature=0)
     client.send(normalize_audio("https://x/a.wav"), call)
     form = parse_form(rec.requests[1])
-    assert form["timestamp_granularities"] == "word"
+    # Word times come with segment times, as one JSON list (how live sends nested values).
+    assert form["timestamp_granularities"] == '["segment","word"]'
+    assert form["response_format"] == "verbose_json"
     assert form["prompt"] == "names: Ada" and float(form["temperature"]) == 0.0
     with pytest.raises(ValueError, match="timestamps"):
         client.prepare("m", timestamps="sentence")  # type: ignore[arg-type]

@@ -297,9 +297,25 @@ def test_gateway_limit_settings_are_checked() -> None:
         pn.LocalGateway(max_audio_bytes=30_000_000)
     with pytest.raises(ValueError, match="max_seconds"):
         pn.LocalGateway(max_audio_seconds=0)
-    with pytest.raises(ValueError, match="process=True"):
-        pn.LocalGateway(max_audio_seconds=60, process=True)
     assert AudioLimits(max_bytes=10).for_model("any") == (10, None)
+
+
+def test_gateway_subprocess_enforces_the_same_limits(jfk_16k: bytes) -> None:
+    # `serve --max-audio-bytes/--max-audio-seconds/--model-limits` carry them to a subprocess.
+    with pn.LocalGateway(
+        mode="live",
+        api_key=None,
+        process=True,
+        max_audio_bytes=150_000,
+        models={"acme/short": "fake"},
+        limits={"acme/short": (None, 5.0)},
+    ) as gw:
+        whole = _post(gw, "local/fake", jfk_16k, "a.flac")
+        assert whole.status_code == 413 and whole.json()["max_bytes"] == 150_000
+        short = _post(gw, "acme/short", jfk_16k, "a.flac")
+        assert short.status_code == 400 and "longer than 5 seconds" in short.json()["description"]
+        first = next(iter(plan_chunks(jfk_16k, ModelLimits(100_000, 4.0))))
+        assert _post(gw, "acme/short", first.data, "a.flac").status_code == 200
 
 
 def test_gateway_without_limits_accepts_long_audio(jfk_16k: bytes) -> None:

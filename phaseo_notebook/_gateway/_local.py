@@ -547,6 +547,7 @@ class LocalGateway:
                 cmd += ["--price-per-minute", spec]
         elif self._prices is not None:
             cmd += ["--price-per-minute", repr(float(self._prices))]
+        cmd += audio_limit_flags(self._limits)
         if self._allow_private_urls:
             cmd.append("--allow-private-urls")
         for origin in self._allowed_url_origins:
@@ -655,10 +656,52 @@ def _audio_limits(
 ) -> AudioLimits | None:
     if max_bytes is None and max_seconds is None and not per_model:
         return None
-    if process:
-        # `serve` has no flags for them yet: refusing beats silently serving without limits.
-        raise ValueError("audio limits are not supported with process=True")
+    # Checked here in both modes; a subprocess gets them as `serve` flags.
+    del process
     return AudioLimits(max_bytes, max_seconds, dict(per_model or {}))
+
+
+def audio_limit_flags(limits: AudioLimits | None) -> list[str]:
+    """The ``serve`` flags that give a gateway subprocess these per-file limits.
+
+    Examples
+    --------
+    >>> audio_limit_flags(AudioLimits(1000, None, {"m": (None, 60.0)}))
+    ['--max-audio-bytes', '1000', '--model-limits', 'm=:60.0']
+    """
+    if limits is None:
+        return []
+    flags: list[str] = []
+    if limits.max_bytes is not None:
+        flags += ["--max-audio-bytes", str(limits.max_bytes)]
+    if limits.max_seconds is not None:
+        flags += ["--max-audio-seconds", repr(float(limits.max_seconds))]
+    for name, (max_bytes, max_seconds) in limits.per_model.items():
+        b = "" if max_bytes is None else str(max_bytes)
+        sec = "" if max_seconds is None else repr(float(max_seconds))
+        flags += ["--model-limits", f"{name}={b}:{sec}"]
+    return flags
+
+
+def parse_model_limits(specs: list[str]) -> dict[str, tuple[int | None, float | None]]:
+    """``NAME=BYTES:SECONDS`` specs (either number may be empty) as ``AudioLimits.per_model``.
+
+    Examples
+    --------
+    >>> parse_model_limits(["m=:60", "n=1000:"])
+    {'m': (None, 60.0), 'n': (1000, None)}
+    """
+    out: dict[str, tuple[int | None, float | None]] = {}
+    for spec in specs:
+        name, sep, rest = spec.partition("=")
+        b, colon, sec = rest.partition(":")
+        if not sep or not colon or not name.strip():
+            raise ValueError(f"--model-limits {spec!r} must look like NAME=BYTES:SECONDS")
+        try:
+            out[name.strip()] = (int(b) if b.strip() else None, float(sec) if sec.strip() else None)
+        except ValueError as err:
+            raise ValueError(f"--model-limits {spec!r}: {err}") from err
+    return out
 
 
 def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
