@@ -21,6 +21,7 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_quick_benchmark_prints_the_table_and_stt_beats_the_httpx_baseline(
     tmp_path: Path,
 ) -> None:
