@@ -832,14 +832,17 @@ def run_sync(make_coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
                 done.set()
 
     thread = threading.Thread(target=target, name="phaseo-notebook-batch", daemon=True)
-    thread.start()
     try:
+        # Started inside the try: a Ctrl-C landing in start() must still cancel the run.
+        thread.start()
         # An Event, not thread.join(): on Python 3.11 a KeyboardInterrupt landing inside
         # join() marks the still-running thread as stopped, so the join below would return
         # at once and the process could exit before the final cache flush.
         while not done.wait(0.05):
             pass
     except KeyboardInterrupt:
+        if thread.ident is None:  # interrupted before the run began: nothing to save
+            raise
         ready.wait()
         loop, task = box.get("loop"), box.get("task")
         if loop is not None and task is not None and not loop.is_closed():
