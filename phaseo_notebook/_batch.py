@@ -620,6 +620,8 @@ async def run_request(request: TranscribeRequest, *, inside_loop: bool = True) -
     n = len(request.inputs)
     result = BatchResult.empty(n)
     store = resolve_cache(request.cache)
+    if store is not None:  # an unwritable cache is said once, before anything is paid for
+        await asyncio.to_thread(store.check_writable)
     sender = _RunClient(request.client, request.concurrency, inside_loop)
     try:
         call = sender.client.prepare(
@@ -660,7 +662,7 @@ async def run_request(request: TranscribeRequest, *, inside_loop: bool = True) -
     finally:
         try:
             if store is not None:
-                await asyncio.shield(asyncio.to_thread(store.flush))
+                await asyncio.shield(asyncio.to_thread(store.try_flush))
         finally:
             await sender.aclose()
     result.elapsed = time.monotonic() - started
@@ -774,7 +776,7 @@ async def _send_all(
         while True:
             await asyncio.sleep(flush_interval)
             if store.pending >= 1:
-                await asyncio.to_thread(store.flush)
+                await asyncio.to_thread(store.try_flush)
 
     workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
     flush_task = asyncio.create_task(flusher()) if store is not None else None

@@ -164,6 +164,8 @@ class Cache:
         self._raws: list[str] = []
         self._index: dict[str, int] = {}
         self.damaged: dict[str, str] = {}
+        #: Why this cache stopped writing (directory and OS error), or None while it writes.
+        self.write_error: str | None = None
 
     def __repr__(self) -> str:
         return f"Cache({str(self.path)!r})"
@@ -302,9 +304,80 @@ class Cache:
     # ---------------------------------------------------------------- writing
 
     def add(self, records: Iterable[CacheRecord]) -> None:
-        """Queue successes; they reach disk at the next :meth:`flush`."""
+        """Queue successes; they reach disk at the next :meth:`flush`.
+
+        Dropped once writing has failed (:attr:`write_error`): the run goes on uncached.
+        """
+        if self.write_error is not None:
+            return
         with self._lock:
             self._pending.extend(records)
+
+    def check_writable(self) -> bool:
+        """Probe, before a run sends anything, that parts can be written here.
+
+        A local directory is created if needed and a hidden probe file is written and
+        removed. On failure writing is turned off with one warning (see :meth:`try_flush`)
+        and False is returned; a later successful probe turns it back on. Stores at an
+        fsspec URL are not probed (a probe would cost an upload): their failures show at
+        the first flush.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> Cache(tempfile.mkdtemp()).check_writable()
+        True
+        """
+        if not isinstance(self._store, LocalParts):
+            return self.write_error is None
+        probe = self._store.path / f".{PART_PREFIX}probe-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            self._store.path.mkdir(parents=True, exist_ok=True)
+            with open(probe, "wb") as fh:
+                fh.write(b"\0")
+            probe.unlink()
+        except OSError as err:
+            self._stop_writing(err)
+            return False
+        self.write_error = None
+        return True
+
+    def try_flush(self) -> int:
+        """:meth:`flush`, but a write failure never raises: paid results stay with the run.
+
+        The first failure logs one warning naming the directory and the OS error, drops
+        what was queued, and turns writing off for this object (:attr:`write_error`); the
+        run goes on uncached and returns its results.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> Cache(tempfile.mkdtemp()).try_flush()
+        0
+        """
+        if self.write_error is not None:
+            with self._lock:
+                self._pending = []
+            return 0
+        try:
+            return self.flush()
+        except CacheError as err:
+            cause = err.__cause__
+            self._stop_writing(cause if isinstance(cause, OSError) else err)
+            return 0
+
+    def _stop_writing(self, err: BaseException) -> None:
+        with self._lock:
+            self._pending = []
+            first = self.write_error is None
+            self.write_error = f"{type(err).__name__}: {err}"
+        if first:
+            log.warning(
+                "cannot write to cache directory %r (%s): this run continues uncached and"
+                " returns its results, but they are not saved for the next run",
+                str(self.path),
+                self.write_error,
+            )
 
     @property
     def pending(self) -> int:
