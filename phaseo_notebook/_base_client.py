@@ -43,6 +43,8 @@ from ._exceptions import (
     PaymentRequiredError,
     PermissionDeniedError,
     RateLimitError,
+    ResponseTooLargeError,
+    UnknownModelError,
     UnprocessableEntityError,
 )
 from ._net import is_loopback_host
@@ -517,6 +519,18 @@ def error_from_response(response: httpx.Response) -> APIStatusError:
         text = response.content.decode("utf-8", "replace").strip()
         kind = response.headers.get("content-type", "unknown content type").split(";")[0]
         description = f"non-JSON error body ({kind}): {text[:200]!r}" if text else "empty body"
+    if is_unknown_model(status, code):
+        listed = body.get("available_models") if isinstance(body, dict) else None
+        return UnknownModelError(
+            description or response.reason_phrase or "unknown model",
+            status_code=status,
+            code=code,
+            request_id=request_id_from(response, body),
+            body=body,
+            available_models=[m for m in listed if isinstance(m, str)]
+            if isinstance(listed, list)
+            else (),
+        )
     cls = _STATUS_ERRORS.get(status)
     if cls is None:
         cls = InternalServerError if status >= 500 else APIStatusError
@@ -527,6 +541,22 @@ def error_from_response(response: httpx.Response) -> APIStatusError:
         request_id=request_id_from(response, body),
         body=body if body is not None else response.content.decode("utf-8", "replace"),
     )
+
+
+def is_unknown_model(status: int, code: str | None) -> bool:
+    """Whether an error answer says the gateway does not serve the model asked for.
+
+    The gateway's 400 ``unsupported_model_or_endpoint``, or a 404 whose code names a
+    model (``model_not_found``, as OpenAI-style gateways answer).
+
+    Examples
+    --------
+    >>> is_unknown_model(400, "unsupported_model_or_endpoint"), is_unknown_model(404, None)
+    (True, False)
+    """
+    if status == 400:
+        return code == "unsupported_model_or_endpoint"
+    return status == 404 and isinstance(code, str) and "model" in code.lower()
 
 
 def _first_str(body: Mapping[str, Any], *keys: str) -> str | None:
@@ -611,8 +641,10 @@ def is_retryable(err: APIError) -> bool:
     """Whether sending the same request again may succeed.
 
     Connection errors, timeouts, unusable bodies and 408/409/429/500/502/503/504 are retried;
-    400/401/402/403/413 never are.
+    400/401/402/403/413 and an answer over the size the client reads never are.
     """
+    if isinstance(err, ResponseTooLargeError):
+        return False
     if isinstance(err, APIConnectionError | APIResponseError):
         return True
     if isinstance(err, APIStatusError):

@@ -35,7 +35,7 @@ from ._base_client import (
     is_retryable,
 )
 from ._cache import Cache, CacheRecord, cache_key, resolve_cache
-from ._client import AsyncClient, Client
+from ._client import AsyncClient, Client, fetch_catalog
 from ._exceptions import (
     APIError,
     APIStatusError,
@@ -46,6 +46,7 @@ from ._exceptions import (
     PaymentRequiredError,
     PermissionDeniedError,
     PhaseoError,
+    UnknownModelError,
 )
 from ._progress import ProgressBar, progress_enabled
 from ._request import (
@@ -78,6 +79,7 @@ FATAL_ERRORS: tuple[type[BaseException], ...] = (
     PaymentRequiredError,
     PermissionDeniedError,
     ConfigurationError,
+    UnknownModelError,
 )
 #: Answers that mean "too much load": they shrink the in-flight limit.
 CONGESTION_STATUSES = frozenset({429, 502, 503})
@@ -647,6 +649,12 @@ async def run_request(request: TranscribeRequest, *, inside_loop: bool = True) -
         try:
             async with asyncio.timeout_at(deadline_at):
                 await _send_all(todo, sender, request, store, result, bar)
+        except UnknownModelError as err:
+            if not err.available_models:  # name what the gateway serves, when it says
+                catalog = await asyncio.to_thread(fetch_catalog, sender.client)
+                models = [m["id"] for m in catalog if isinstance(m.get("id"), str)]
+                err.with_available_models(models)
+            raise
         except TimeoutError:
             if errors == "raise":
                 raise APITimeoutError(f"batch deadline of {deadline} s reached") from None

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -131,3 +132,132 @@ def test_a_cache_that_cannot_be_read_is_reported_before_anything_is_sent(tmp_pat
                 progress=False,
             )
         assert gw.stats().requests == 0
+
+
+# --------------------------------------------------------------------------- 8. unknown model
+
+
+def test_unknown_model_stops_the_run_and_names_the_available_models() -> None:
+    clips = [make_wav(300 + i) for i in range(200)]
+    with pn.LocalGateway(engine="fake", models={"a/model": "fake"}) as gw:
+        with pytest.raises(pn.UnknownModelError) as info:
+            transcribe_many_sync(
+                clips,
+                model="openai/whisper-nope",
+                cache=False,
+                concurrency=4,
+                client=pn.Client(**gw.client_kwargs()),
+                progress=False,
+            )
+        sent = gw.stats().requests
+    # Only the requests already in flight when the first answer came back.
+    assert sent <= 8
+    assert "a/model" in info.value.available_models
+    assert isinstance(info.value, pn.BadRequestError) and "a/model" in str(info.value)
+
+
+class _HostileServer:
+    """A small aiohttp server on 127.0.0.1 whose routes a test chooses."""
+
+    def __init__(self, routes: list[Any]) -> None:
+        import asyncio
+        import threading
+
+        from aiohttp import web
+
+        self._web = web
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self.hits: dict[str, int] = {}
+        self._routes = routes
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10)
+
+    def _serve(self) -> None:
+        web = self._web
+        app = web.Application(client_max_size=1 << 30)
+
+        @web.middleware
+        async def count(request: Any, handler: Any) -> Any:
+            self.hits[request.path] = self.hits.get(request.path, 0) + 1
+            return await handler(request)
+
+        app.middlewares.append(count)
+        app.add_routes(self._routes)
+        runner = web.AppRunner(app)
+        self._loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        self._loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self._runner = runner
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(runner.cleanup())
+        self._loop.close()
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def __enter__(self) -> _HostileServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def test_unknown_model_without_a_list_takes_the_names_from_the_catalog() -> None:
+    from aiohttp import web
+
+    async def refuse(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response(
+            {"error": "unsupported_model_or_endpoint", "description": "no such model"}, status=400
+        )
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"data": [{"id": "openai/whisper-1"}, {"id": "x/y"}]})
+
+    routes = [web.post("/v1/audio/transcriptions", refuse), web.get("/v1/models", models)]
+    with _HostileServer(routes) as server:
+        with pytest.raises(pn.UnknownModelError) as info:
+            transcribe_many_sync(
+                [make_wav(400 + i) for i in range(50)],
+                model="openai/whisper-2",
+                cache=False,
+                concurrency=2,
+                client=pn.Client(api_key="sk-test-unknown-model", base_url=server.url),
+                progress=False,
+            )
+        assert server.hits["/v1/audio/transcriptions"] <= 4
+    assert info.value.available_models == ("openai/whisper-1", "x/y")
+    assert "the gateway serves: openai/whisper-1, x/y" in str(info.value)
+
+
+def test_cli_unknown_model_exits_2_naming_the_models(tmp_path: Path) -> None:
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for i in range(30):
+        (folder / f"c{i}.wav").write_bytes(make_wav(500 + i))
+    with pn.LocalGateway(engine="fake", models={"a/model": "fake"}) as gw:
+        assert gw.api_key is not None
+        env = {**os.environ, "PHASEO_API_KEY": gw.api_key, "PHASEO_BASE_URL": gw.url}
+        env["PYTHONPATH"] = str(REPO_ROOT)
+        result = subprocess.run(
+            [
+                *(sys.executable, "-m", "phaseo_notebook", "transcribe", str(folder)),
+                *("--model", "local/whisper", "--concurrency", "2", "--no-cache"),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO_ROOT,
+            timeout=120,
+            check=False,
+        )
+        sent = gw.stats().requests
+    assert result.returncode == 2, result.stderr
+    assert "UnknownModelError" in result.stderr and "a/model" in result.stderr
+    assert sent <= 4
