@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from . import _constants as C
+from . import _redact
 from ._audio import AudioSource
 from ._exceptions import (
     APIConnectionError,
@@ -398,19 +399,21 @@ def build_multipart(
 
 
 #: What replaces the API key wherever an answer echoes it.
-REDACTED = "[redacted API key]"
+REDACTED = _redact.REDACTED
 #: Shorter keys are not searched for: they would match ordinary words in a transcript.
 MIN_REDACTED_KEY_LENGTH = 12
 _UNSAFE_HEADERS = ("content-encoding", "content-length", "transfer-encoding")
 
 
 def redact_secret(response: httpx.Response, secret: str | None) -> httpx.Response:
-    """The answer with every copy of ``secret`` in its body replaced by :data:`REDACTED`.
+    """The answer with every copy of ``secret`` replaced by :data:`REDACTED`.
 
     A gateway or proxy that echoes the request's ``Authorization`` header (in a 401
-    description, a debug field) must not carry the key into an exception message, a
-    result's ``raw`` body or the cache. The response is returned as is when the key is
-    not in it, which is the case for every well-behaved gateway, and for keys shorter than
+    description, a debug field, an ``x-request-id`` header) must not carry the key into an
+    exception message, a result's ``request_id`` or ``raw`` body, or the cache. Headers
+    (names and values) and the body are searched, the body also through its JSON escapes
+    (``\\u0073k-...``, ``\\/``). The response is returned as is when the key is not in it,
+    which is the case for every well-behaved gateway, and for keys shorter than
     :data:`MIN_REDACTED_KEY_LENGTH` (real keys are far longer).
 
     Examples
@@ -418,15 +421,21 @@ def redact_secret(response: httpx.Response, secret: str | None) -> httpx.Respons
     >>> r = httpx.Response(401, json={"description": "bad key sk-1234567890"})
     >>> redact_secret(r, "sk-1234567890").json()["description"]
     'bad key [redacted API key]'
+    >>> r = httpx.Response(200, headers={"x-request-id": "sk-1234567890"}, json={"text": ""})
+    >>> redact_secret(r, "sk-1234567890").headers["x-request-id"]
+    '[redacted API key]'
     """
     if not secret or len(secret) < MIN_REDACTED_KEY_LENGTH:
         return response
-    needle = secret.encode("utf-8")
     content = response.content
-    if needle not in content:
+    body = _redact.redact_body(content, secret)
+    headers, headers_changed = _redact.redact_headers(response.headers.multi_items(), secret)
+    if body is None and not headers_changed:
         return response
+    if body is None:
+        body = content
     # The body is already decoded: drop the headers that describe its wire form.
-    headers = [(k, v) for k, v in response.headers.items() if k.lower() not in _UNSAFE_HEADERS]
+    headers = [(k, v) for k, v in headers if k.lower() not in _UNSAFE_HEADERS]
     try:
         request: httpx.Request | None = response.request
     except RuntimeError:  # a response built by hand has none
@@ -434,7 +443,7 @@ def redact_secret(response: httpx.Response, secret: str | None) -> httpx.Respons
     return httpx.Response(
         response.status_code,
         headers=headers,
-        content=content.replace(needle, REDACTED.encode("ascii")),
+        content=body,
         request=request,
         extensions=response.extensions,
     )

@@ -19,6 +19,7 @@ import httpx
 
 from . import _base_client as B
 from . import _constants as C
+from . import _redact
 from ._audio import AudioSource, coerce_download, normalize_audio
 from ._exceptions import APIConnectionError, APIError, APITimeoutError, AudioInputError
 from ._types import ProviderOptions, TranscriptionResult, coerce_provider
@@ -78,6 +79,9 @@ class _BaseClient:
         # Switched to "file" for the rest of this client's life once a gateway says so.
         self._upload_mode: B.UploadMode = "contract"
         self._headers = B.default_headers(self._config.api_key)
+        key = self._config.api_key
+        if key and len(key) >= B.MIN_REDACTED_KEY_LENGTH:
+            _redact.protect_logs(key)  # the HTTP libraries' DEBUG logs print raw headers
 
     @property
     def base_url(self) -> str:

@@ -7,6 +7,7 @@ server on 127.0.0.1 where the local gateway is too well-behaved to show the faul
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import subprocess
@@ -261,3 +262,126 @@ def test_cli_unknown_model_exits_2_naming_the_models(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert "UnknownModelError" in result.stderr and "a/model" in result.stderr
     assert sent <= 4
+
+
+# --------------------------------------------------------------------------- 5. key leaks
+
+SECRET = "sk-live/0123456789abcdefXYZ"
+
+
+def _escaped(text: str) -> str:
+    return "".join(f"\\u{ord(c):04x}" for c in text)
+
+
+def _echoing_routes(status: int) -> list[Any]:
+    """Routes of a gateway that echoes the bearer key everywhere it can, escaped in JSON."""
+    from aiohttp import web
+
+    async def echo(request: web.Request) -> web.Response:
+        await request.read()
+        key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        slashed = key.replace("/", "\\/")
+        if status == 200:
+            body = f'{{"text": "hi", "id": "{_escaped(key)}", "debug": "{slashed}"}}'
+        else:
+            body = (
+                f'{{"error": "unauthorised", "description": "bad key {_escaped(key)}",'
+                f' "detail": "{slashed}"}}'
+            )
+        headers = {
+            "x-request-id": key,
+            "x-generation-id": f"gen-{key}",
+            "x-debug-auth": f"Bearer {key}",
+        }
+        return web.Response(
+            status=status, text=body, content_type="application/json", headers=headers
+        )
+
+    return [web.post("/v1/audio/transcriptions", echo)]
+
+
+def _no_key_in(*texts: object) -> None:
+    for text in texts:
+        assert SECRET not in str(text) and _escaped(SECRET) not in str(text)
+        assert SECRET.replace("/", "\\/") not in str(text)
+
+
+def test_a_key_echoed_in_headers_and_escaped_json_never_reaches_a_result(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with _HostileServer(_echoing_routes(200)) as server, caplog.at_level(logging.DEBUG):
+        with pn.Client(api_key=SECRET, base_url=server.url) as client:
+            one = client.transcribe(make_wav(1), model="a/model")
+        res = transcribe_many_sync(
+            [make_wav(2), make_wav(3)],
+            model="a/model",
+            cache=False,
+            client=pn.Client(api_key=SECRET, base_url=server.url),
+            progress=False,
+        )
+    assert one.text == "hi" and res.text == ["hi", "hi"]
+    assert one.request_id is not None and "[redacted API key]" in one.request_id
+    _no_key_in(one.request_id, one.raw, res.request_id)
+    # The sync client's httpcore DEBUG records print raw response headers.
+    logged = [r.getMessage() for r in caplog.records if r.name.startswith("httpcore")]
+    assert any("x-request-id" in m for m in logged)
+    _no_key_in(*logged)
+
+
+def test_a_key_echoed_in_an_error_stays_out_of_messages_tracebacks_and_the_cli(
+    tmp_path: Path,
+) -> None:
+    import traceback
+
+    with _HostileServer(_echoing_routes(401)) as server:
+        with pn.Client(api_key=SECRET, base_url=server.url) as client:
+            with pytest.raises(pn.AuthenticationError) as info:
+                client.transcribe(make_wav(1), model="a/model")
+        err = info.value
+        assert err.request_id is not None and "[redacted API key]" in err.description
+        _no_key_in(str(err), err.body, err.request_id, repr(err))
+        _no_key_in("".join(traceback.format_exception(err)))
+
+        clip = tmp_path / "clips"
+        clip.mkdir()
+        (clip / "c.wav").write_bytes(make_wav(4))
+        env = {**os.environ, "PHASEO_API_KEY": SECRET, "PHASEO_BASE_URL": server.url}
+        env["PYTHONPATH"] = str(REPO_ROOT)
+        result = subprocess.run(
+            [
+                *(sys.executable, "-m", "phaseo_notebook", "transcribe", str(clip)),
+                *("--no-cache", "--model", "a/model"),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO_ROOT,
+            timeout=120,
+            check=False,
+        )
+    assert result.returncode == 2 and "AuthenticationError" in result.stderr
+    _no_key_in(result.stderr, result.stdout)
+
+
+def test_a_key_echoed_by_the_gateway_stays_out_of_notebook_outputs() -> None:
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    with _HostileServer(_echoing_routes(401)) as server:
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [
+            nbformat.v4.new_code_cell(
+                f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r})\n"
+                "import pandas as pd, phaseo_notebook as pn\n"
+                "from tests.conftest import make_wav\n"
+                f"client = pn.Client(api_key={SECRET!r}, base_url={server.url!r})"
+            ),
+            nbformat.v4.new_code_cell(
+                "df = pd.DataFrame({'audio': [make_wav(i) for i in range(3)]})\n"
+                "df.stt.transcribe(col='audio', model='a/model', cache=False, client=client)"
+            ),
+        ]
+        runner = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True)
+        runner.execute()
+    outputs = nb.cells[1].outputs
+    assert any(o.output_type == "error" and o.ename == "AuthenticationError" for o in outputs)
+    _no_key_in(json.dumps([o for cell in nb.cells for o in cell.outputs]))
