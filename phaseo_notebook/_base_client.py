@@ -143,6 +143,8 @@ class PreparedCall:
     #: Canonical JSON of the optional fields that are set (None when none is): they change
     #: the answer, so they are part of the cache key.
     options_json: str | None = None
+    #: Who answers (:func:`call_origin`): part of the cache key.
+    origin: str = ""
 
     @property
     def embedded(self) -> bool:
@@ -211,6 +213,35 @@ def options_json(
         if value is not None
     }
     return json.dumps(chosen, sort_keys=True, separators=(",", ":")) if chosen else None
+
+
+#: The origin of calls answered by the engine in this process.
+EMBEDDED_ORIGIN = "embedded:"
+
+
+def call_origin(base_url: str, *, embedded: bool = False) -> str:
+    """Who answers a call: ``scheme://host:port/path`` of the gateway, or ``"embedded:"``.
+
+    Part of the cache key, so the same model name at two gateways (a local test double
+    and the real one, say) never shares cached answers. Host and scheme are lowercased and
+    the default port made explicit, so spellings of one gateway share a key.
+
+    Examples
+    --------
+    >>> call_origin("HTTPS://API.phaseo.app/v1/")
+    'https://api.phaseo.app:443/v1'
+    >>> call_origin("http://127.0.0.1:8080/v1"), call_origin("", embedded=True)
+    ('http://127.0.0.1:8080/v1', 'embedded:')
+    """
+    if embedded:
+        return EMBEDDED_ORIGIN
+    parts = urlsplit(base_url)
+    scheme = parts.scheme.lower()
+    port = parts.port or (443 if scheme == "https" else 80)
+    host = (parts.hostname or "").lower()
+    if ":" in host:  # an IPv6 literal keeps its brackets
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}{parts.path.rstrip('/')}"
 
 
 def default_model(config: ResolvedConfig) -> str | None:

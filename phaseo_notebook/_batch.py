@@ -432,7 +432,9 @@ def _plan(
             if errors == "raise":
                 raise identity
             continue
-        key = cache_key(identity, call.model, lang, call.provider_json, call.options_json)
+        key = cache_key(
+            identity, call.model, lang, call.provider_json, call.options_json, origin=call.origin
+        )
         job = jobs.get(key)
         if job is None:
             row_call = calls.get(lang)
@@ -457,9 +459,9 @@ def request_cache_key(
     Examples
     --------
     >>> from phaseo_notebook._base_client import PreparedCall
-    >>> call = PreparedCall(model="m")
+    >>> call = PreparedCall(model="m", origin="https://gw:443/v1")
     >>> key = request_cache_key("https://x/a.wav", None, call)
-    >>> key == cache_key("url:https://x/a.wav", "m", None, None)
+    >>> key == cache_key("url:https://x/a.wav", "m", None, None, origin="https://gw:443/v1")
     True
     >>> request_cache_key(None, None, call) is None
     True
@@ -469,7 +471,9 @@ def request_cache_key(
         identity = normalize_audio(value).identity()
     except ValueError:  # AudioInputError and ConfigurationError included
         return None
-    return cache_key(identity, call.model, lang, call.provider_json, call.options_json)
+    return cache_key(
+        identity, call.model, lang, call.provider_json, call.options_json, origin=call.origin
+    )
 
 
 def _serve_from_cache(

@@ -6,7 +6,8 @@ second process sharing the directory) sees either the whole part or nothing, and
 process loses only what it had not flushed. ``pd.read_parquet(cache_dir)`` reads the cache as
 one table; hidden names are skipped by Parquet dataset readers.
 
-Keys are content-addressed: sha256 over a format version, the audio identity (sha256 of the
+Keys are content-addressed: sha256 over a format version, the origin that answers (the
+gateway's scheme, host, port and path, or ``embedded:``), the audio identity (sha256 of the
 bytes, or the URL), the model, the language and the canonical provider options. Only
 successes are stored; the API key is never part of a row.
 """
@@ -47,7 +48,8 @@ __all__ = ["CACHE_FORMAT_VERSION", "CACHE_SCHEMA", "Cache", "CacheRecord", "cach
 log = logging.getLogger("phaseo_notebook")
 
 #: Bump when the meaning of a key or a row changes: old rows then simply stop matching.
-CACHE_FORMAT_VERSION = 1
+#: 2: the key holds the gateway's origin (rows written before it are never served again).
+CACHE_FORMAT_VERSION = 2
 
 CACHE_SCHEMA = pa.schema(
     [
@@ -69,6 +71,8 @@ def cache_key(
     language: str | None,
     provider: str | None,
     options: str | None = None,
+    *,
+    origin: str = "",
 ) -> str:
     """The cache key of one request.
 
@@ -83,6 +87,10 @@ def cache_key(
     options
         Canonical JSON of the optional request fields that are set (timestamps, prompt,
         temperature), or None; keys of requests without them are as they always were.
+    origin
+        Who answers: the gateway's ``scheme://host:port/path`` or ``"embedded:"`` for the
+        in-process engine (see ``_base_client.call_origin``), so text from one gateway is
+        never served as another's answer under the same model name.
 
     Examples
     --------
@@ -91,8 +99,10 @@ def cache_key(
     False
     >>> len(a)
     64
+    >>> a == cache_key("url:https://x/a.wav", "m", None, None, origin="https://gw:443/v1")
+    False
     """
-    fields = [f"v{CACHE_FORMAT_VERSION}", identity, model, language or "", provider or ""]
+    fields = [f"v{CACHE_FORMAT_VERSION}", origin, identity, model, language or "", provider or ""]
     if options is not None:
         fields.append(options)
     material = "\x1f".join(fields)

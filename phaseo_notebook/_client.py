@@ -189,6 +189,7 @@ class _BaseClient:
             temperature=temperature,
             provider_json=options.to_json() if options is not None else None,
             options_json=B.options_json(timestamps, prompt, temperature),
+            origin=B.call_origin(self.base_url, embedded=embedded),
         )
 
     def _answers_in_process(self, model: str) -> bool:

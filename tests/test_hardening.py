@@ -385,3 +385,38 @@ def test_a_key_echoed_by_the_gateway_stays_out_of_notebook_outputs() -> None:
     outputs = nb.cells[1].outputs
     assert any(o.output_type == "error" and o.ename == "AuthenticationError" for o in outputs)
     _no_key_in(json.dumps([o for cell in nb.cells for o in cell.outputs]))
+
+
+# --------------------------------------------------------------------------- 7. key origin
+
+
+def test_the_same_model_name_at_another_gateway_is_not_served_from_the_cache(
+    tmp_path: Path,
+) -> None:
+    from phaseo_notebook._batch import request_cache_key
+
+    cache = tmp_path / "cache"
+    clips = [make_wav(600 + i) for i in range(4)]
+    name = "openai/whisper-1"
+    with pn.LocalGateway(engine="fake", models={name: "fake"}) as fake:
+        client = pn.Client(**fake.client_kwargs())
+        first = transcribe_many_sync(clips, model=name, cache=cache, client=client, progress=False)
+        call = client.prepare(name)
+        port = fake.port
+    assert first.requests == 4
+    # The key helper that Dask splits a run with gives the keys the run stored.
+    stored = set(pd.read_parquet(cache)["key"])
+    assert stored == {request_cache_key(c, None, call) for c in clips}
+    with pn.LocalGateway(engine="fake", models={name: "fake"}) as other:
+        again = transcribe_many_sync(
+            clips,
+            model=name,
+            cache=cache,
+            client=pn.Client(**other.client_kwargs()),
+            progress=False,
+        )
+        assert other.stats().requests == 4
+    assert again.cache_hits == 0 and not any(again.cached)
+    assert call.origin == f"http://127.0.0.1:{port}/v1"
+    embedded = pn.Client().prepare("local/fake")
+    assert embedded.origin == "embedded:"
