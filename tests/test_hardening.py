@@ -420,3 +420,93 @@ def test_the_same_model_name_at_another_gateway_is_not_served_from_the_cache(
     assert call.origin == f"http://127.0.0.1:{port}/v1"
     embedded = pn.Client().prepare("local/fake")
     assert embedded.origin == "embedded:"
+
+
+# --------------------------------------------------------------------------- 6. cache checks
+
+
+def _plant(cache: Path, name: str, table: pa.Table) -> None:
+    import pyarrow.parquet as pq
+
+    cache.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, cache / name, compression="zstd")
+
+
+def test_planted_rows_are_skipped_reported_and_sent_again(tmp_path: Path) -> None:
+    from phaseo_notebook._batch import request_cache_key
+
+    cache = tmp_path / "cache"
+    clips = [make_wav(700 + i) for i in range(5)]
+    with pn.LocalGateway(engine="fake") as gw:
+        client = pn.Client(**gw.client_kwargs())
+        call = client.prepare("local/fake")
+        keys = [request_cache_key(c, None, call) for c in clips]
+        n = len(keys)
+        # Rows with a null body, a body that is an int's text or bad JSON, a null text;
+        # one good row; and a part whose text column holds ints.
+        _plant(
+            cache,
+            "part-1-planted.parquet",
+            pa.table(
+                {
+                    "key": keys[:4],
+                    "text": ["null raw", "int raw", "bad json", None],
+                    "raw": [None, "7", '{"text": "x", oops', '{"text": "t"}'],
+                }
+            ),
+        )
+        _plant(
+            cache,
+            "part-2-int-text.parquet",
+            pa.table({"key": keys[4:], "text": [42] * (n - 4), "raw": ['{"a": 1}'] * (n - 4)}),
+        )
+        res = transcribe_many_sync(
+            clips, model="local/fake", cache=cache, client=client, progress=False
+        )
+        sent = gw.stats().requests
+    # Nothing planted was served: every row was sent and got its real transcript.
+    assert res.text == [fake_transcript(c) for c in clips]
+    assert sent == 5 and not any(res.cached)
+    info = pn.Cache(cache).info()
+    assert info["damaged_rows"]["part-1-planted.parquet"] == 4
+    assert "not strings" in info["damaged"]["part-2-int-text.parquet"]
+
+
+def test_a_tiny_part_claiming_millions_of_rows_is_refused_from_its_footer(
+    tmp_path: Path,
+) -> None:
+    import time
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    rows = 20_000_000
+    # One repeated value per column: Parquet's dictionary encoding packs 20 M rows small.
+    zeros = pa.array(np.zeros(rows, dtype=np.int32))
+    column = pa.DictionaryArray.from_arrays(zeros, pa.array(["{}"]))
+    # Without the stored Arrow schema the columns read back as plain strings.
+    pq.write_table(
+        pa.table({"key": column, "text": column, "raw": column}),
+        cache / "part-0-bomb.parquet",
+        compression="zstd",
+        store_schema=False,
+    )
+    del column, zeros
+    assert (cache / "part-0-bomb.parquet").stat().st_size < 2_000_000
+    clips = [make_wav(800 + i) for i in range(5)]
+    with pn.LocalGateway(engine="fake") as gw:
+        t0 = time.monotonic()
+        res = transcribe_many_sync(
+            clips,
+            model="local/fake",
+            cache=cache,
+            client=pn.Client(**gw.client_kwargs()),
+            progress=False,
+        )
+        elapsed = time.monotonic() - t0
+    assert res.errors == 0 and res.requests == 5
+    assert elapsed < 10
+    reason = pn.Cache(cache).info()["damaged"]["part-0-bomb.parquet"]
+    assert "20000000 rows" in reason
