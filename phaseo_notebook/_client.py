@@ -22,6 +22,7 @@ from . import _constants as C
 from . import _redact
 from ._audio import AudioSource, coerce_download, normalize_audio
 from ._exceptions import APIConnectionError, APIError, APITimeoutError, AudioInputError
+from ._response_limit import CappedAsyncTransport, too_large
 from ._types import ProviderOptions, TranscriptionResult, coerce_provider
 
 __all__ = ["AsyncClient", "Client", "default_model"]
@@ -431,8 +432,12 @@ class Client(_BaseClient):
             if response.is_stream_consumed:  # a transport that answers from memory
                 return response
             chunks = []
+            size, cap = 0, C.MAX_RESPONSE_BYTES
             for chunk in response.iter_raw():
                 chunks.append(chunk)
+                size += len(chunk)
+                if size > cap:  # a gateway cannot make the client hold more than this
+                    raise too_large(response.status_code, cap)
                 if deadline is not None and time.monotonic() > deadline:
                     raise httpx.ReadTimeout(
                         f"no complete answer within {limit:g} s", request=response.request
@@ -602,7 +607,9 @@ class AsyncClient(_BaseClient):
                 )
             )
         self._http = httpx.AsyncClient(
-            timeout=self.timeout, transport=transport, event_hooks={"request": [_read_get_body]}
+            timeout=self.timeout,
+            transport=CappedAsyncTransport(transport, C.MAX_RESPONSE_BYTES),
+            event_hooks={"request": [_read_get_body]},
         )
         self._embedded_http: httpx.AsyncClient | None = None
 

@@ -510,3 +510,69 @@ def test_a_tiny_part_claiming_millions_of_rows_is_refused_from_its_footer(
     assert elapsed < 10
     reason = pn.Cache(cache).info()["damaged"]["part-0-bomb.parquet"]
     assert "20000000 rows" in reason
+
+
+# --------------------------------------------------------------------------- 9. smaller items
+
+
+def test_a_strided_memoryview_is_a_row_error_not_a_batch_abort() -> None:
+    import numpy as np
+
+    good = make_wav(900)
+    doubled = np.frombuffer(make_wav(901) * 2, dtype=np.uint8)
+    strided = memoryview(doubled)[::2]
+    assert not strided.c_contiguous
+    with pn.LocalGateway(engine="fake") as gw:
+        res = transcribe_many_sync(
+            [good, strided, memoryview(good)],
+            model="local/fake",
+            cache=False,
+            client=pn.Client(**gw.client_kwargs()),
+            progress=False,
+        )
+        sent = gw.stats().requests
+    assert res.text[0] == res.text[2] == fake_transcript(good)
+    assert res.error[1] is not None and res.error[1].startswith("AudioInputError")
+    assert "not contiguous" in res.error[1]
+    assert sent == 1  # the same bytes twice are one request; the strided row sent nothing
+
+
+def _flood_routes() -> list[Any]:
+    """A gateway that answers a transcription with an endless JSON body."""
+    from aiohttp import web
+
+    async def flood(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        await response.write(b'{"text": "')
+        chunk = b"a" * (1 << 20)
+        try:
+            for _ in range(1024):  # a gigabyte, unless the client hangs up first
+                await response.write(chunk)
+        except (ConnectionError, RuntimeError):
+            pass
+        return response
+
+    return [web.post("/v1/audio/transcriptions", flood)]
+
+
+def test_an_endless_answer_stops_at_the_cap_in_both_clients() -> None:
+    import asyncio
+    import resource
+
+    async def send_async(url: str) -> None:
+        async with pn.AsyncClient(api_key="sk-test-flood-0000", base_url=url) as client:
+            await client.transcribe(make_wav(1), model="a/model")
+
+    with _HostileServer(_flood_routes()) as server:
+        with pn.Client(api_key="sk-test-flood-0000", base_url=server.url) as client:
+            with pytest.raises(pn.ResponseTooLargeError, match="64 MiB") as sync_err:
+                client.transcribe(make_wav(1), model="a/model")
+        with pytest.raises(pn.ResponseTooLargeError, match="64 MiB"):
+            asyncio.run(send_async(server.url))
+        # Not retried: the same request would get the same answer.
+        assert server.hits["/v1/audio/transcriptions"] == 2
+    assert sync_err.value.status_code == 200
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    assert peak_mb < 1500, f"peak RSS {peak_mb:.0f} MB"
