@@ -451,7 +451,7 @@ def test_planted_rows_are_skipped_reported_and_sent_again(tmp_path: Path) -> Non
                 {
                     "key": keys[:4],
                     "text": ["null raw", "int raw", "bad json", None],
-                    "raw": [None, "7", '{"text": "x", oops', '{"text": "t"}'],
+                    "raw": [None, "7", '{"text": oops}', '{"text": "t"}'],
                 }
             ),
         )
@@ -470,6 +470,16 @@ def test_planted_rows_are_skipped_reported_and_sent_again(tmp_path: Path) -> Non
     info = pn.Cache(cache).info()
     assert info["damaged_rows"]["part-1-planted.parquet"] == 4
     assert "not strings" in info["damaged"]["part-2-int-text.parquet"]
+    shown = subprocess.run(
+        [sys.executable, "-m", "phaseo_notebook", "cache", "info", "--dir", str(cache)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        cwd=REPO_ROOT,
+        timeout=60,
+        check=True,
+    )
+    assert "damaged rows: part-1-planted.parquet: 4 skipped" in shown.stdout
 
 
 def test_a_tiny_part_claiming_millions_of_rows_is_refused_from_its_footer(
