@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -23,6 +23,7 @@ from ._types import ProviderOptions
 
 if TYPE_CHECKING:
     from ._compare import ModelComparison
+    from ._estimate import Estimate
     from ._scoring import ScoreResult
 
 __all__ = ["SttDataFrameAccessor", "SttSeriesAccessor"]
@@ -62,6 +63,8 @@ class SttDataFrameAccessor:
         client: Client | AsyncClient | None = None,
         deadline: float | None = None,
         metadata: bool = False,
+        budget: float | None = None,
+        prices: Mapping[str, float] | None = None,
     ) -> pd.DataFrame:
         """Transcribe the audio in ``col`` and return a new DataFrame with the text.
 
@@ -70,7 +73,7 @@ class SttDataFrameAccessor:
         col
             Column of audio inputs: http(s) URLs, paths, bytes, ``data:audio/...`` URIs, mixed.
         model
-            Gateway model; ``local/pocketsphinx`` when no gateway is configured.
+            Gateway model; ``local/whisper-tiny.en`` when no gateway is configured.
         language
             Language of every row; or ``language_col`` names a column of per-row languages.
         provider
@@ -94,12 +97,22 @@ class SttDataFrameAccessor:
             Also add ``_cached``, ``_provider``, ``_duration``, ``_cost``, ``_latency``,
             ``_request_id`` and ``_language`` (as the gateway reports it) columns with the
             same prefix.
+        budget
+            The most this run may spend, in USD. A request is sent only while what is spent,
+            what is in flight and its own estimate fit; the rows not sent get an error
+            beginning ``BudgetExceededError:`` (with ``errors="raise"`` it is raised, after
+            the finished rows are cached, so a rerun with a larger budget continues).
+        prices
+            ``{model: USD per minute}``, over the gateway's catalog and the built-in table;
+            with no price anywhere, the cost is learnt from the first answer.
 
         Returns
         -------
         pandas.DataFrame
             The input's columns and index, plus ``out_col`` (missing where it failed) and
-            ``f"{out_col}_error"`` (missing where it worked).
+            ``f"{out_col}_error"`` (missing where it worked). ``attrs["stt"]`` holds the run
+            summary: ``spent``, ``requests``, ``audio_minutes``, ``cache_hits``, ``budget``,
+            ... (see :mod:`phaseo_notebook._frames`).
 
         Examples
         --------
@@ -122,6 +135,8 @@ class SttDataFrameAccessor:
             client=client,
             deadline=deadline,
             metadata=metadata,
+            budget=budget,
+            prices=prices,
         )
         return with_outputs(self._obj, request, run_request_sync(request))
 
@@ -141,6 +156,8 @@ class SttDataFrameAccessor:
         client: Client | AsyncClient | None = None,
         deadline: float | None = None,
         metadata: bool = False,
+        budget: float | None = None,
+        prices: Mapping[str, float] | None = None,
     ) -> pd.DataFrame:
         """The async twin of :meth:`transcribe`, for code that is already async.
 
@@ -164,10 +181,59 @@ class SttDataFrameAccessor:
             client=client,
             deadline=deadline,
             metadata=metadata,
+            budget=budget,
+            prices=prices,
         )
         return with_outputs(self._obj, request, await run_request(request))
 
-    # -- quality, comparison and exports: thin fronts over _quality, _compare and _export --
+    def estimate(
+        self,
+        col: str = "audio_url",
+        *,
+        model: str | None = None,
+        language: str | None = None,
+        language_col: str | None = None,
+        provider: ProviderOptions | dict[str, Any] | None = None,
+        prices: Mapping[str, float] | None = None,
+        cache: CacheArg = True,
+        client: Client | AsyncClient | None = None,
+    ) -> Estimate:
+        """What :meth:`transcribe` with these arguments would send and cost; sends nothing.
+
+        Requests are counted after dedupe and the cache; audio lengths come from file
+        headers (URLs are not fetched: their length is unknown and counted at the mean);
+        the price from ``prices``, else the gateway's catalog (its one call), else the
+        built-in table. ``cost`` is ``None`` when no price is known.
+
+        Returns
+        -------
+        Estimate
+            ``requests``, ``cached``, ``audio_seconds`` / ``audio_minutes``,
+            ``unknown_durations``, ``cost``, ``currency``; shown as a table per model.
+
+        Examples
+        --------
+        >>> import pandas as pd, phaseo_notebook as pn
+        >>> df = pd.DataFrame({"audio": [str(p) for p in pn.sample_paths()]})
+        >>> df.stt.estimate(col="audio", model="local/fake", cache=False).cost
+        0.0
+        """
+        from ._run_estimate import estimate_request
+
+        request = frame_request(
+            self._obj,
+            col,
+            model=model,
+            language=language,
+            language_col=language_col,
+            provider=provider,
+            cache=cache,
+            client=client,
+            prices=prices,
+        )
+        return estimate_request(request)
+
+    # -- quality, comparison and exports: thin fronts over _scoring, _flags, _compare and _export --
 
     def score(
         self,
@@ -186,7 +252,7 @@ class SttDataFrameAccessor:
             Column of transcripts to score.
         normalize
             Compare normalised text (case folded, punctuation removed, CJK characters split;
-            see :func:`phaseo_notebook._quality.normalize_text`); ``False`` compares the text
+            see :func:`phaseo_notebook._scoring.normalize_for_scoring`); ``False`` compares the text
             as written, only collapsing whitespace.
 
         Returns
@@ -281,6 +347,8 @@ class SttDataFrameAccessor:
         client: Client | AsyncClient | None = None,
         deadline: float | None = None,
         normalize: bool = True,
+        budget: float | None = None,
+        prices: Mapping[str, float] | None = None,
     ) -> ModelComparison:
         """Transcribe ``col`` with each model and compare them (shared cache and concurrency).
 
@@ -296,6 +364,9 @@ class SttDataFrameAccessor:
             Normalise text before scoring (see :meth:`score`).
         language, language_col, provider, concurrency, cache, errors, progress, client, deadline
             As for :meth:`transcribe` (``deadline`` applies to each model's run).
+        budget, prices
+            As for :meth:`transcribe`; ``budget`` applies to each model's run, and rows a
+            model's run did not send for it count among that model's ``errors``.
 
         Returns
         -------
@@ -329,6 +400,8 @@ class SttDataFrameAccessor:
             client=client,
             deadline=deadline,
             normalize=normalize,
+            budget=budget,
+            prices=prices,
         )
 
     def to_label_studio(
@@ -508,10 +581,14 @@ class SttSeriesAccessor:
         progress: bool = True,
         client: Client | AsyncClient | None = None,
         deadline: float | None = None,
+        budget: float | None = None,
+        prices: Mapping[str, float] | None = None,
     ) -> pd.Series:
         """Transcribe every value; returns a Series of text aligned to this one.
 
         Rows that failed are missing; the DataFrame accessor keeps the error messages.
+        ``budget`` and ``prices`` are those of ``df.stt.transcribe``; the run summary is
+        in the result's ``attrs["stt"]``.
 
         Examples
         --------
@@ -530,6 +607,8 @@ class SttSeriesAccessor:
             progress=progress,
             client=client,
             deadline=deadline,
+            budget=budget,
+            prices=prices,
         )
         result = run_request_sync(request)
         if result.errors:
@@ -538,4 +617,38 @@ class SttSeriesAccessor:
                 result.errors,
                 len(result.error),
             )
-        return pd.Series(result.text, index=self._obj.index, name="text")
+        out = pd.Series(result.text, index=self._obj.index, name="text")
+        out.attrs["stt"] = dict(result.summary)
+        return out
+
+    def estimate(
+        self,
+        *,
+        model: str | None = None,
+        language: str | None = None,
+        provider: ProviderOptions | dict[str, Any] | None = None,
+        prices: Mapping[str, float] | None = None,
+        cache: CacheArg = True,
+        client: Client | AsyncClient | None = None,
+    ) -> Estimate:
+        """What :meth:`transcribe` would send and cost; sends nothing (see ``df.stt.estimate``).
+
+        Examples
+        --------
+        >>> import pandas as pd, phaseo_notebook as pn
+        >>> s = pd.Series([str(p) for p in pn.sample_paths()[:1]] * 2)
+        >>> s.stt.estimate(model="local/fake", cache=False).requests
+        1
+        """
+        from ._run_estimate import estimate_request
+
+        request = TranscribeRequest(
+            self._obj.tolist(),
+            model=model,
+            language=language,
+            provider=provider,
+            prices=prices,
+            cache=cache,
+            client=client,
+        )
+        return estimate_request(request)

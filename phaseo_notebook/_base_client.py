@@ -250,7 +250,7 @@ def default_model(config: ResolvedConfig) -> str | None:
     Examples
     --------
     >>> default_model(ResolvedConfig(api_key=None, base_url="https://x", base_url_explicit=False))
-    'local/pocketsphinx'
+    'local/whisper-tiny.en'
     """
     return C.LOCAL_DEFAULT_MODEL if config.embedded else None
 

@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from ._audio import AudioSource, is_missing, normalize_audio
@@ -42,12 +43,14 @@ from ._exceptions import (
     APITimeoutError,
     AudioInputError,
     AuthenticationError,
+    BudgetExceededError,
     ConfigurationError,
     PaymentRequiredError,
     PermissionDeniedError,
     PhaseoError,
     UnknownModelError,
 )
+from ._filehashes import FileHashes
 from ._progress import ProgressBar, progress_enabled
 from ._request import (
     DEFAULT_FLUSH_INTERVAL,
@@ -56,6 +59,7 @@ from ._request import (
     ErrorsMode,
     TranscribeRequest,
 )
+from ._spend import RunSpend, measure_seconds, run_price, run_summary
 from ._types import ProviderOptions, TranscriptionResult
 
 __all__ = [
@@ -237,6 +241,8 @@ class _Job:
     call: PreparedCall
     rows: list[int]
     attempts: int = 0
+    #: Audio seconds, for the budget's estimate (None: unknown or not needed).
+    seconds: float | None = None
 
 
 @dataclass
@@ -276,6 +282,8 @@ class BatchResult:
     elapsed: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
     language: list[str | None] = field(default_factory=list)
+    #: The run summary (:func:`._spend.run_summary`): spent, requests, audio minutes, ...
+    summary: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def empty(cls, n: int) -> BatchResult:
@@ -359,8 +367,13 @@ def _plan(
     call: PreparedCall,
     result: BatchResult,
     errors: ErrorsMode,
+    hashes: FileHashes | None = None,
 ) -> dict[str, _Job]:
-    """Normalise every input, compute identities and keys, and group rows into jobs."""
+    """Normalise every input, compute identities and keys, and group rows into jobs.
+
+    With ``hashes``, a file unchanged since it was last hashed is taken from there, neither
+    opened nor read; files hashed here are remembered in it.
+    """
     n = len(inputs)
     language = call.language
     # One prepared call per distinct language, shared by its jobs.
@@ -372,6 +385,7 @@ def _plan(
     row_sources: list[tuple[int, AudioSource, str | None]] = []
     add_row = row_sources.append
     lang = language
+    identities: dict[int, str | AudioInputError] = {}
 
     for i in range(n):
         value = inputs[i]
@@ -392,30 +406,40 @@ def _plan(
                 else:
                     add_row((i, known, lang))
                 continue
-        try:
-            src = normalize_audio(value)
-        except AudioInputError as err:
-            text = result.error[i] = format_error(err)
-            if memo_key is not None:
-                checked[memo_key] = text
-            if errors == "raise":
-                raise
-            continue
+        known_file = hashes.source(value) if hashes is not None and isinstance(value, str) else None
+        if known_file is not None:
+            src, identities[id(src)] = known_file
+        else:
+            try:
+                src = normalize_audio(value)
+            except AudioInputError as err:
+                text = result.error[i] = format_error(err)
+                if memo_key is not None:
+                    checked[memo_key] = text
+                if errors == "raise":
+                    raise
+                continue
         if memo_key is not None:
             checked[memo_key] = src
         add_row((i, src, lang))
 
     # Identities: URLs and in-memory bytes are cheap; files are hashed in a few threads,
     # each once however many rows name it.
-    files = {id(src): src for _, src, _ in row_sources if src.kind == "path"}
+    files = {
+        id(src): src
+        for _, src, _ in row_sources
+        if src.kind == "path" and id(src) not in identities
+    }
 
     def hash_file(src: AudioSource) -> str | AudioInputError:
         try:
-            return src.identity()
+            digest = src.identity()
         except AudioInputError as err:  # vanished or became unreadable since it was checked
             return err
+        if hashes is not None:
+            hashes.remember(src, digest)
+        return digest
 
-    identities: dict[int, str | AudioInputError] = {}
     if len(files) == 1:
         identities.update((sid, hash_file(src)) for sid, src in files.items())
     elif files:
@@ -625,6 +649,7 @@ async def run_request(request: TranscribeRequest, *, inside_loop: bool = True) -
     deadline_at = None if deadline is None else asyncio.get_running_loop().time() + deadline
     n = len(request.inputs)
     result = BatchResult.empty(n)
+    spend: RunSpend | None = None
     store = resolve_cache(request.cache)
     if store is not None:  # an unwritable cache is said once, before anything is paid for
         await asyncio.to_thread(store.check_writable)
@@ -633,9 +658,15 @@ async def run_request(request: TranscribeRequest, *, inside_loop: bool = True) -
         call = sender.client.prepare(
             request.model, request.language, request.provider, **request.call_options()
         )
+        hashes = (
+            FileHashes(store.path) if store is not None and isinstance(store.path, Path) else None
+        )
         with _gc_paused():
-            jobs = _plan(request.inputs, request.languages, call, result, errors)
+            jobs = _plan(request.inputs, request.languages, call, result, errors, hashes)
+        if hashes is not None:
+            hashes.save()
         result.distinct = len(jobs)
+        planned = time.monotonic()
 
         bar = ProgressBar(
             n, enabled=progress_enabled(request.progress), on_update=request.on_progress
@@ -649,10 +680,15 @@ async def run_request(request: TranscribeRequest, *, inside_loop: bool = True) -
             bar.update(cached_rows, cached=cached_rows)
         else:
             todo.extend(jobs.values())
+        # Where a run's time goes before anything is sent (the benchmark shows it).
+        result.extra["seconds_plan"] = planned - started
+        result.extra["seconds_lookup"] = time.monotonic() - planned
 
         try:
             async with asyncio.timeout_at(deadline_at):
-                await _send_all(todo, sender, request, store, result, bar)
+                # Budget: the run's price and each job's length, read before the first send.
+                spend = await _run_spend(request, call, sender, todo, bar)
+                await _send_all(todo, sender, request, store, result, bar, spend)
         except UnknownModelError as err:
             if not err.available_models:  # name what the gateway serves, when it says
                 catalog = await asyncio.to_thread(fetch_catalog, sender.client)
@@ -678,7 +714,46 @@ async def run_request(request: TranscribeRequest, *, inside_loop: bool = True) -
         finally:
             await sender.aclose()
     result.elapsed = time.monotonic() - started
+    result.summary = run_summary(
+        model=call.model,
+        rows=n,
+        requests=result.requests,
+        cache_hits=result.cache_hits,
+        errors=result.errors,
+        elapsed=result.elapsed,
+        spend=spend,
+    )
     return result
+
+
+async def _run_spend(
+    request: TranscribeRequest,
+    call: PreparedCall,
+    sender: _RunClient,
+    todo: deque[_Job],
+    bar: ProgressBar,
+) -> RunSpend:
+    """The run's spend account; with a budget, its price and each queued job's length."""
+    price = None
+    if request.budget is not None and todo:
+        price = await asyncio.to_thread(
+            run_price,
+            call.model,
+            embedded=call.embedded,
+            prices=request.prices,
+            client=sender.client,
+        )
+        seconds = await asyncio.to_thread(measure_seconds, [job.source for job in todo])
+        for job, length in zip(todo, seconds, strict=True):
+            if job.seconds is None:
+                job.seconds = length
+    bar.budget = request.budget
+    return RunSpend(
+        budget=request.budget,
+        price_per_minute=price,
+        limit=request.concurrency,
+        on_cost=bar.add_cost,
+    )
 
 
 async def _send_all(
@@ -688,6 +763,7 @@ async def _send_all(
     store: Cache | None,
     result: BatchResult,
     bar: ProgressBar,
+    spend: RunSpend,
 ) -> None:
     if not todo:
         return
@@ -730,12 +806,14 @@ async def _send_all(
             t0 = time.monotonic()
             outcome: TranscriptionResult | BaseException
             try:
-                outcome = await send(job.source, job.call, on_retry)
+                outcome = await spend.send(send, job.source, job.call, on_retry, job.seconds)
             except (PhaseoError, ValueError, OSError) as err:
                 outcome = err
             finally:
                 limiter.release()
-            result.requests += 1
+            # A request the budget refused was never sent.
+            sent = 0 if isinstance(outcome, BudgetExceededError) else 1
+            result.requests += sent
             if isinstance(outcome, TranscriptionResult):
                 limiter.policy.on_success()
                 _fill(result, job.rows, outcome, time.monotonic() - t0)
@@ -774,7 +852,7 @@ async def _send_all(
                 text = format_error(outcome)
                 for r in job.rows:
                     result.error[r] = text
-                bar.update(len(job.rows), errors=len(job.rows), sent=1)
+                bar.update(len(job.rows), errors=len(job.rows), sent=sent)
                 if errors == "raise":
                     stop.append(outcome)
                     finish_all()

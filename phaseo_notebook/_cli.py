@@ -19,6 +19,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from phaseo_notebook._constants import LOCAL_DEFAULT_MODEL
+from phaseo_notebook._engines import ENGINE_NAMES
+
 __all__ = ["build_parser", "main"]
 
 #: Read by ``serve`` when ``--api-key`` is not given.
@@ -49,11 +52,13 @@ def _add_serve(subparsers: _Subparsers) -> None:
     )
     parser.add_argument(
         "--engine",
-        choices=("fake", "pocketsphinx"),
+        choices=ENGINE_NAMES,
         default="fake",
         help=(
             "engine loaded at start and serving the --model names given without one "
-            "(default %(default)s); local/fake and local/pocketsphinx are always served"
+            "(default %(default)s); local/fake, local/whisper-tiny.en (whisper) and "
+            "local/pocketsphinx are always served. The whisper engine reads its model "
+            "directory from $PHASEO_WHISPER_MODEL_DIR when set"
         ),
     )
     parser.add_argument(
@@ -93,7 +98,10 @@ def _add_serve(subparsers: _Subparsers) -> None:
         "--files-dir", type=Path, default=None, help="directory served at /files/{name}"
     )
     parser.add_argument(
-        "--workers", type=int, default=None, help="worker processes of the pocketsphinx engine"
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes of the whisper and pocketsphinx engines (default: one per core)",
     )
     parser.add_argument(
         "--allow-remote",
@@ -261,7 +269,7 @@ def _add_transcribe(subparsers: _Subparsers) -> None:
     parser.add_argument(
         "--model",
         default=None,
-        help="gateway model, e.g. openai/whisper-1 (default local/pocketsphinx when no "
+        help="gateway model, e.g. openai/whisper-1 (default local/whisper-tiny.en when no "
         "gateway is configured)",
     )
     language = parser.add_mutually_exclusive_group()
@@ -299,7 +307,53 @@ def _add_transcribe(subparsers: _Subparsers) -> None:
         "--recursive", action="store_true", help="with a folder INPUT, include its subfolders"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        metavar="USD",
+        help="the most the run may spend, in USD; rows not sent because of it get a "
+        "BudgetExceededError (exit status 1) and a rerun with a larger budget continues",
+    )
+    parser.add_argument(
+        "--prices",
+        action="append",
+        default=[],
+        metavar="MODEL=USD",
+        help="price per minute of audio of MODEL, over the gateway's catalog and the "
+        "built-in table; repeatable",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what the run would send and cost (after dedupe and the cache), send "
+        "nothing, exit 0",
+    )
     parser.set_defaults(handler=_run_transcribe)
+
+
+def _parse_prices(specs: Sequence[str]) -> dict[str, float] | None:
+    """``--prices MODEL=USD`` values as a mapping (checked by the run request).
+
+    Examples
+    --------
+    >>> _parse_prices(["openai/whisper-1=0.004"])
+    {'openai/whisper-1': 0.004}
+    """
+    if not specs:
+        return None
+    prices: dict[str, float] = {}
+    for spec in specs:
+        model, sep, value = spec.rpartition("=")
+        try:
+            if not sep or not model.strip():
+                raise ValueError
+            prices[model.strip()] = float(value)
+        except ValueError:
+            raise _UsageError(
+                f"--prices {spec!r}: expected MODEL=USD per minute, e.g. openai/whisper-1=0.006"
+            ) from None
+    return prices
 
 
 def _read_input(path: Path, col: str, recursive: bool) -> Any:
@@ -400,7 +454,11 @@ def _run_transcribe(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             deadline=args.deadline,
             metadata=True,
+            budget=args.budget,
+            prices=_parse_prices(args.prices),
         )
+        if args.dry_run:
+            return _dry_run(request)
         out = with_outputs(frame, request, run_request_sync(request))
         cached = int(out[columns.of("cached")].sum())
         if not args.metadata:
@@ -422,10 +480,41 @@ def _run_transcribe(args: argparse.Namespace) -> int:
     where = f"; wrote {args.out}" if args.out is not None else ""
     print(
         f"transcribed {len(out) - failed} of {len(out)} rows ({cached} from the cache, "
-        f"{failed} failed){where}",
+        f"{failed} failed){where}{_spend_note(out.attrs.get('stt', {}))}",
         file=sys.stderr,
     )
     return EXIT_ROWS_FAILED if failed else EXIT_OK
+
+
+def _dry_run(request: Any) -> int:
+    from phaseo_notebook._run_estimate import estimate_request
+
+    estimate = estimate_request(request)
+    print(repr(estimate))
+    if request.budget is not None:
+        cost = estimate.cost
+        if cost is None:
+            verdict = "no price is known, so a run learns the cost from its first answer"
+        elif cost <= request.budget:
+            verdict = "the estimate fits"
+        else:
+            verdict = "the estimate exceeds it: a run would stop at the budget"
+        print(f"budget {request.budget:g} {estimate.currency}: {verdict}")
+    return EXIT_OK
+
+
+def _spend_note(summary: dict[str, Any]) -> str:
+    """``"; spent 0.03 of 0.05 USD, 12 rows not sent (budget)"`` from a run summary."""
+    spent, budget = summary.get("spent"), summary.get("budget")
+    if spent is None:
+        return ""
+    note = f"; spent {spent:.6g}"
+    if budget is not None:
+        note += f" of {budget:.6g}"
+    note += f" {summary.get('currency', 'USD')}"
+    if summary.get("not_sent_budget"):
+        note += f", {summary['not_sent_budget']} request(s) not sent (budget)"
+    return note
 
 
 # --------------------------------------------------------------------------- cache
@@ -521,8 +610,11 @@ def _add_demo(subparsers: _Subparsers) -> None:
     )
     parser.add_argument(
         "--model",
-        default="local/pocketsphinx",
-        help="model to use (default %(default)s; local/fake needs no extra)",
+        default=LOCAL_DEFAULT_MODEL,
+        help=(
+            "model to use (default %(default)s; local/pocketsphinx is the other offline "
+            "engine; local/fake needs no extra)"
+        ),
     )
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")

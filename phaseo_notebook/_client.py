@@ -1,8 +1,9 @@
 """The gateway clients: :class:`Client` (sync) and :class:`AsyncClient`.
 
 Both share every decision through :mod:`._base_client`; each holds only its send loop, its
-sleep and its transport. The async client runs the httpx API on an aiohttp transport, which
-is about ten times faster than httpx's own pool at dozens of requests in flight.
+sleep and its transport. The async client sends its transcription requests through aiohttp
+directly (:mod:`._wire`) and everything else through the httpx API on an aiohttp transport,
+which is about ten times faster than httpx's own pool at dozens of requests in flight.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import logging
 import math
 import time
+import urllib.request
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -24,6 +26,7 @@ from ._audio import AudioSource, coerce_download, normalize_audio
 from ._exceptions import APIConnectionError, APIError, APITimeoutError, AudioInputError
 from ._response_limit import CappedAsyncTransport, too_large
 from ._types import ProviderOptions, TranscriptionResult, coerce_provider
+from ._wire import AiohttpSender, LazyAiohttpTransport
 
 __all__ = ["AsyncClient", "Client", "default_model"]
 
@@ -34,6 +37,8 @@ OnRetry = Callable[[APIError], None] | None
 
 _EMBEDDED_BASE_URL = "http://embedded.invalid/v1"
 _DEFAULT_MAX_CONNECTIONS = 256
+#: Files up to this size are read on the event loop; larger ones in a worker thread.
+_INLINE_READ_BYTES = 256 * 1024
 
 
 def _coerce_timeout(timeout: float | httpx.Timeout | None) -> httpx.Timeout:
@@ -346,7 +351,7 @@ class Client(_BaseClient):
         audio
             An http(s) URL, a local path, bytes, or a ``data:audio/...;base64,`` URI.
         model
-            Gateway model id (``"openai/whisper-1"``, ...). Defaults to ``local/pocketsphinx``
+            Gateway model id (``"openai/whisper-1"``, ...). Defaults to ``local/whisper-tiny.en``
             when no gateway is configured.
         language
             ISO language code of the speech, if known.
@@ -478,7 +483,7 @@ class Client(_BaseClient):
 def default_model(client: Client | AsyncClient | None = None) -> str | None:
     """The model a run uses when none is given, for ``client`` or one from the environment.
 
-    The embedded default (``local/pocketsphinx``) when neither a key nor a base URL is set;
+    The embedded default (``local/whisper-tiny.en``) when neither a key nor a base URL is set;
     None when a gateway is configured, where there is no sensible default.
 
     Examples
@@ -554,6 +559,16 @@ def _check_download_size(size: int, source: AudioSource) -> None:
         )
 
 
+def _environment_proxies() -> bool:
+    """Whether ``HTTP(S)_PROXY`` or ``ALL_PROXY`` is set.
+
+    httpx sends through such a proxy; aiohttp, as used here, would not. With one set, every
+    request stays on httpx.
+    """
+    proxies = urllib.request.getproxies()
+    return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
+
+
 async def _read_get_body(request: httpx.Request) -> None:
     # The aiohttp transport sends a body it finds unread as chunked, even the empty body of
     # the GET that httpx builds to follow a redirect; servers that take no body with a GET
@@ -598,11 +613,14 @@ class AsyncClient(_BaseClient):
             allow_insecure_http=allow_insecure_http,
             has_transport=transport is not None,
         )
+        # Transcription POSTs with the default transport go through aiohttp directly (see
+        # _wire); httpx keeps downloads and custom transports.
+        self._wire: AiohttpSender | None = None
+        if transport is None and not _environment_proxies():
+            self._wire = AiohttpSender(self._headers, self.timeout, max_connections)
         if transport is None:
-            from httpx_aiohttp import AiohttpTransport
-
-            transport = AiohttpTransport(
-                limits=httpx.Limits(
+            transport = LazyAiohttpTransport(
+                httpx.Limits(
                     max_connections=max_connections, max_keepalive_connections=max_connections
                 )
             )
@@ -634,6 +652,8 @@ class AsyncClient(_BaseClient):
     async def aclose(self) -> None:
         """Close the connection pools."""
         await self._http.aclose()
+        if self._wire is not None:
+            await self._wire.aclose()
         if self._embedded_http is not None:
             await self._embedded_http.aclose()
 
@@ -667,7 +687,9 @@ class AsyncClient(_BaseClient):
         """Send one checked input with a prepared call; see :meth:`Client.send`."""
         embedded = call.route == "embedded"
         http = self._embedded() if embedded else self._http
+        wire = None if embedded else self._wire
         base = _EMBEDDED_BASE_URL if embedded else self.base_url
+        url = base + C.TRANSCRIPTIONS_PATH
         data: bytes | None = None
         attempt = 0
         while True:
@@ -679,13 +701,15 @@ class AsyncClient(_BaseClient):
             try:
                 with B.map_transport_errors():
                     async with asyncio.timeout(None if embedded else self._attempt_deadline):
-                        response = await http.post(
-                            base + C.TRANSCRIPTIONS_PATH, files=parts, headers=self._headers
-                        )
-                    # httpx binds a response and its stream to each other; that cycle would
-                    # keep the request, and so the audio it carries, alive until the cyclic GC
-                    # runs. The body is already read, so dropping the stream frees the audio.
-                    response.stream = httpx.ByteStream(b"")
+                        if wire is not None:
+                            response = await wire.post(url, wire.body(call, mode, parts))
+                        else:
+                            response = await http.post(url, files=parts, headers=self._headers)
+                            # httpx binds a response and its stream to each other; that cycle
+                            # would keep the request, and so the audio it carries, alive until
+                            # the cyclic GC runs. The body is already read, so dropping the
+                            # stream frees the audio.
+                            response.stream = httpx.ByteStream(b"")
             except APIConnectionError as exc:
                 err: APIError = exc
             else:
@@ -712,6 +736,10 @@ class AsyncClient(_BaseClient):
         if source.kind != "url":
             if source.data is not None:
                 return source, source.data
+            if source.size is not None and source.size <= _INLINE_READ_BYTES:
+                # A small file reads in microseconds from the page cache: cheaper than the
+                # hand-off to a thread and back, which costs about as much as the request.
+                return source, source.read()
             return source, await asyncio.to_thread(source.read)
         assert source.url is not None
         limit = self._attempt_deadline

@@ -3,14 +3,14 @@
 Each model is one run of the batch engine over the column, one after the other, all with
 the same cache and the same concurrency, so a rerun of the comparison (or adding a model to
 it) sends only what no earlier run transcribed. With a reference column, every model is
-scored with :mod:`._quality` (same normalisation for all).
+scored with :mod:`._scoring` (same normalisation for all).
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -221,13 +221,15 @@ def compare_models(
     client: Client | AsyncClient | None = None,
     deadline: float | None = None,
     normalize: bool = True,
+    budget: float | None = None,
+    prices: Mapping[str, float] | None = None,
 ) -> ModelComparison:
     """Transcribe ``df[col]`` with every model and summarise; behind ``df.stt.compare``.
 
     Parameters are those of ``df.stt.transcribe`` plus ``models`` (names, in the order of the
     table), ``reference`` (a column of reference transcripts; omit for no WER/CER) and
-    ``normalize`` (see :func:`phaseo_notebook._quality.normalize_text`). ``deadline``
-    applies to each model's run.
+    ``normalize`` (see :func:`phaseo_notebook._scoring.normalize_for_scoring`). ``deadline`` and
+    ``budget`` apply to each model's run.
 
     Examples
     --------
@@ -255,6 +257,8 @@ def compare_models(
         progress=progress,
         client=client,
         deadline=deadline,
+        budget=budget,
+        prices=prices,
     )
     if reference is not None:
         require_column(df, reference, "reference column")

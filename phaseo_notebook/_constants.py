@@ -8,7 +8,7 @@ DEFAULT_BASE_URL = "https://api.phaseo.app/v1"
 TRANSCRIPTIONS_PATH = "/audio/transcriptions"
 
 #: The model used when none is given and no gateway is configured.
-LOCAL_DEFAULT_MODEL = "local/pocketsphinx"
+LOCAL_DEFAULT_MODEL = "local/whisper-tiny.en"
 #: Models that the embedded engine answers in-process.
 LOCAL_MODEL_PREFIX = "local/"
 

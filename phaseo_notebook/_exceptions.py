@@ -8,6 +8,7 @@ Every error the package raises on purpose is a :class:`PhaseoError`::
     ├── BudgetExceededError         a request not sent: it would take the run over its budget
     ├── CacheError                  a cache directory that cannot be used
     ├── MissingExtraError           an optional dependency is not installed (also an ImportError)
+    ├── EngineModelError            a local engine's model is missing or not the one expected
     └── APIError                    something went wrong talking to a gateway
         ├── APIConnectionError      no answer: refused, reset, dropped
         │   └── APITimeoutError     no answer in time
@@ -49,6 +50,7 @@ __all__ = [
     "CacheError",
     "ConfigurationError",
     "ConflictError",
+    "EngineModelError",
     "InternalServerError",
     "MissingExtraError",
     "NotFoundError",
@@ -92,6 +94,17 @@ class MissingExtraError(PhaseoError, ImportError):
     >>> import phaseo_notebook as pn
     >>> issubclass(pn.MissingExtraError, pn.PhaseoError), issubclass(pn.MissingExtraError, ImportError)
     (True, True)
+    """
+
+
+class EngineModelError(PhaseoError, RuntimeError):
+    """A local engine's model files are missing, unreadable, or fail their checksum.
+
+    Examples
+    --------
+    >>> import phaseo_notebook as pn
+    >>> issubclass(pn.EngineModelError, pn.PhaseoError)
+    True
     """
 
 

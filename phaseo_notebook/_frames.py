@@ -16,6 +16,11 @@ Output columns of a run whose text column is ``out_col`` (default ``"text"``):
 ``text_segments``,        reserved for timestamps (not produced yet)
 ``text_words``
 ========================  ==============================================================
+
+The returned frame also carries the run summary in ``attrs["stt"]`` (a dict: ``model``,
+``rows``, ``requests``, ``cache_hits``, ``audio_minutes``, ``spent``, ``currency``,
+``budget``, ``not_sent_budget``, ``errors``, ``elapsed_s``; see
+:func:`phaseo_notebook._spend.run_summary`).
 """
 
 from __future__ import annotations
@@ -142,8 +147,14 @@ def frame_request(
 
 
 def with_outputs(df: pd.DataFrame, request: TranscribeRequest, result: BatchResult) -> pd.DataFrame:
-    """``df`` with the columns of a finished run, named after the request's ``out_col``."""
-    return OutputColumns(request.out_col, request.metadata).assign(df, result)
+    """``df`` with the columns of a finished run, named after the request's ``out_col``.
+
+    The run summary goes to ``attrs["stt"]``.
+    """
+    out = OutputColumns(request.out_col, request.metadata).assign(df, result)
+    if result.summary:
+        out.attrs["stt"] = dict(result.summary)
+    return out
 
 
 @dataclass(frozen=True, slots=True)

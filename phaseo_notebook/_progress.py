@@ -92,6 +92,10 @@ class ProgressBar:
         self.cached = 0
         self.errors = 0
         self.sent = 0
+        self.spent: float | None = None
+        """Sum of the costs answers reported (None until one does)."""
+        self.budget: float | None = None
+        """The run's budget, shown beside the spend."""
         self._start = time.monotonic()
         self._last_postfix = 0.0
         self._bar: Any = None
@@ -116,10 +120,27 @@ class ProgressBar:
             self._last_postfix = now
             self._bar.set_postfix_str(self.postfix(now), refresh=False)
 
+    def add_cost(self, cost: float) -> None:
+        """Count a cost an answer reported (shown from the next refresh).
+
+        Examples
+        --------
+        >>> bar = ProgressBar(1, enabled=False)
+        >>> bar.budget = 0.5
+        >>> bar.add_cost(0.0002)
+        >>> bar.postfix(now=bar._start + 1.0)
+        'cached=0 errors=0 req/s=0.0 spent=0.0002/0.5 USD'
+        """
+        self.spent = (self.spent or 0.0) + cost
+
     def postfix(self, now: float | None = None) -> str:
-        """The text after the bar: cache hits, errors and requests per second."""
+        """The text after the bar: cache hits, errors, requests per second, and spend."""
         elapsed = max((now or time.monotonic()) - self._start, 1e-9)
-        return f"cached={self.cached} errors={self.errors} req/s={self.sent / elapsed:.1f}"
+        text = f"cached={self.cached} errors={self.errors} req/s={self.sent / elapsed:.1f}"
+        if self.spent is not None:
+            of = f"/{self.budget:.6g}" if self.budget is not None else ""
+            text += f" spent={self.spent:.6g}{of} USD"
+        return text
 
     def close(self) -> None:
         """Finish the bar (safe to call twice)."""

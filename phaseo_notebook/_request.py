@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from ._base_client import ClientSettings, Timestamps, check_call_options
 from ._cache import Cache
 from ._client import AsyncClient, Client
+from ._pricing import resolve_prices
 from ._types import ProviderOptions
 
 __all__ = [
@@ -55,6 +56,24 @@ def check_concurrency(concurrency: object) -> int:
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError(f"concurrency must be an integer >= 1, not {concurrency!r}")
     return concurrency
+
+
+def _check_budget(budget: object) -> None:
+    if budget is not None and (
+        isinstance(budget, bool)
+        or not isinstance(budget, int | float)
+        or not math.isfinite(budget)
+        or budget <= 0
+    ):
+        raise ValueError(f"budget must be a positive, finite amount (USD) or None, not {budget!r}")
+
+
+def _check_prices(prices: object) -> None:
+    if prices is None:
+        return
+    if not isinstance(prices, Mapping) or not all(isinstance(k, str) and k for k in prices):
+        raise TypeError(f"prices must be a mapping of model name to USD per minute, not {prices!r}")
+    resolve_prices(prices)  # raises ValueError naming a bad price
 
 
 def _check_deadline(deadline: object) -> None:
@@ -103,13 +122,19 @@ class TranscribeRequest:
     row_retries, flush_interval, on_progress
         Engine tuning: see :func:`._batch.transcribe_many`.
     budget
-        Reserved for a spending limit; accepted but not enforced yet, and no front takes it.
+        The most the run may spend, in USD (the prices' and the gateway's currency), or
+        None. Requests are admitted while spent + in flight + their estimate fit (see
+        :mod:`._budget`); rows not sent get ``BudgetExceededError: ...`` as their error.
+    prices
+        ``{model: USD per minute}`` over the gateway's catalog and the built-in table
+        (:mod:`._pricing`), for the budget's estimates.
 
     Raises
     ------
     ValueError, TypeError
         At construction, naming the argument (``concurrency``, ``errors``, ``deadline``,
-        ``languages``, ``out_col``, ``timestamps``, ``prompt``, ``temperature``, ``client``).
+        ``languages``, ``out_col``, ``timestamps``, ``prompt``, ``temperature``, ``client``,
+        ``budget``, ``prices``).
 
     Examples
     --------
@@ -141,6 +166,7 @@ class TranscribeRequest:
     flush_interval: float = DEFAULT_FLUSH_INTERVAL
     on_progress: Callable[[int, int], None] | None = None
     budget: float | None = None
+    prices: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
         check_concurrency(self.concurrency)
@@ -162,6 +188,8 @@ class TranscribeRequest:
                 f" not {type(self.client).__name__}"
             )
         check_call_options(self.timestamps, self.prompt, self.temperature)
+        _check_budget(self.budget)
+        _check_prices(self.prices)
 
     def with_inputs(
         self, inputs: Sequence[object], languages: Sequence[object] | None = None

@@ -102,7 +102,7 @@ def quickstart() -> nbformat.NotebookNode:
                 if os.environ.get("PHASEO_API_KEY"):
                     MODEL = "openai/whisper-1"  # <- a gateway model
                 else:
-                    MODEL = "local/pocketsphinx"  # offline, in this process
+                    MODEL = "local/whisper-tiny.en"  # offline, in this process
                 MODEL
                 """
             ),
@@ -209,7 +209,11 @@ def labeling_pipeline() -> nbformat.NotebookNode:
                 if os.environ.get("PHASEO_API_KEY"):
                     MODEL = "openai/whisper-1"  # <- a gateway model
                 else:
-                    MODEL = "local/pocketsphinx"  # offline, in this process
+                    # Offline, in this process. PocketSphinx transcribes a clip whatever
+                    # language it is labelled with and reports the one it used, which is
+                    # what the language flag below shows; local/whisper-tiny.en refuses a
+                    # non-English label with an error instead (that row would fail).
+                    MODEL = "local/pocketsphinx"
                 MODEL
                 """
             ),
@@ -406,8 +410,9 @@ def model_comparison() -> nbformat.NotebookNode:
                     # <- the gateway models to compare
                     MODELS = ["openai/whisper-1", "openai/gpt-4o-mini-transcribe"]
                 else:
-                    # Offline: a real recogniser, and a stand-in that returns random words.
-                    MODELS = ["local/pocketsphinx", "local/fake"]
+                    # Offline: the two real recognisers, and a stand-in that returns
+                    # random words.
+                    MODELS = ["local/whisper-tiny.en", "local/pocketsphinx", "local/fake"]
                 MODELS
                 """
             ),

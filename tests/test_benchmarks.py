@@ -45,7 +45,19 @@ def test_quick_benchmark_prints_the_table_and_stt_beats_the_httpx_baseline(
         "`df.stt.transcribe(concurrency=64)`",
     ):
         assert f"| {label} |" in table, label
-    for scenario in ("- Cached rerun:", "- Engine bookkeeping:", "- Memory:"):
+    for label in (
+        "`asyncio.gather` + `Semaphore(64)` + httpx API on `httpx-aiohttp`",
+        "plain `aiohttp` + `Semaphore(64)`",
+        "`df.stt.transcribe(concurrency=64, cache=False)`",
+    ):
+        assert f"| {label} |" in table, label
+    for scenario in (
+        "- Files: df.stt.transcribe took",
+        "- Cached rerun:",
+        "- Cached rerun of files:",
+        "- Engine bookkeeping:",
+        "- Memory:",
+    ):
         assert scenario in table, scenario
 
     report = json.loads(report_path.read_text())
@@ -56,9 +68,13 @@ def test_quick_benchmark_prints_the_table_and_stt_beats_the_httpx_baseline(
     # A generous bound: shared CI machines are noisy, the full run shows about 7-10x.
     assert rows["stt"]["rps"] >= 2 * rows["gather"]["rps"]
 
-    cached = report["cached"]
-    assert cached["gateway_requests"] == 0 and cached["cached_rows"] == cached["rows"]
-    assert cached["wrong"] == 0
+    # Files on disk: every contender read every file, sent it once and got its text back.
+    for row in report["files"]["rows"]:
+        assert row["wrong"] == 0 and row["gateway_requests"] == row["n"], row["name"]
+    for cached in (report["cached"], report["cached_files"]):
+        assert cached["gateway_requests"] == 0 and cached["cached_rows"] == cached["rows"]
+        assert cached["wrong"] == 0
+        assert min(cached["plan"], cached["lookup"], cached["join"]) >= 0
     book = report["bookkeeping"]
     assert book["cache_rows_written"] == book["rows"] and book["wrong"] == 0
     assert book["bare_cpu"] > 0 and book["engine_cpu_ms"] < 1.0

@@ -173,13 +173,13 @@ def test_pocketsphinx_through_the_gateway(shared_audio: Path) -> None:
 def test_embedded_default_runs_in_process_with_a_notice(
     shared_audio: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pytest.importorskip("pocketsphinx")
+    pytest.importorskip("faster_whisper")
     import phaseo_notebook._base_client as B
 
     B._notice_shown = False
     with pn.Client() as client:
         result = client.transcribe(shared_audio / "english.wav")
-    assert result.text == "one two three" and result.model == "local/pocketsphinx"
+    assert result.text == "One, two, three." and result.model == "local/whisper-tiny.en"
     notice = capsys.readouterr().err.strip().splitlines()
     assert len(notice) == 1 and "offline" in notice[0]
 

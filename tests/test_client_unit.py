@@ -500,8 +500,8 @@ def test_prepare_picks_the_embedded_route_only_for_local_models_and_no_gateway_u
     monkeypatch.delenv("PHASEO_BASE_URL", raising=False)
     with pn.Client() as client:
         call = client.prepare()
-        assert (call.route, call.model) == ("embedded", "local/pocketsphinx")
-        assert client.default_model == "local/pocketsphinx"
+        assert (call.route, call.model) == ("embedded", "local/whisper-tiny.en")
+        assert client.default_model == "local/whisper-tiny.en"
         assert client.prepare("local/fake").embedded
     with pn.Client(api_key="sk-test-secret-123") as client:
         # A local model with a key but no gateway URL still runs here; a remote one does not.

@@ -107,11 +107,11 @@ def test_wav_duration_reads_the_header_only() -> None:
 
 
 def test_get_engine_rejects_unknown_names() -> None:
-    assert ENGINE_NAMES == ("fake", "pocketsphinx")
+    assert ENGINE_NAMES == ("fake", "pocketsphinx", "whisper")
     with pytest.raises(ValueError, match="'nope'") as excinfo:
         get_engine("nope")
-    assert "'fake'" in str(excinfo.value) and "'pocketsphinx'" in str(excinfo.value)
-    with pytest.raises(ValueError, match="'fake', 'pocketsphinx'"):
+    assert "'fake'" in str(excinfo.value) and "'whisper'" in str(excinfo.value)
+    with pytest.raises(ValueError, match="'fake', 'pocketsphinx', 'whisper'"):
         shared_engine("nope")
 
 
@@ -318,14 +318,15 @@ def test_a_script_without_a_main_guard_runs_once(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("script body ran") == 1
-    assert "text: one two three" in done.stdout
+    # The default engine is Whisper tiny.en: cased and punctuated, and the same every run.
+    assert "text: One, two, three." in done.stdout
 
 
 def test_a_dead_worker_is_a_typed_error_and_is_replaced() -> None:
     pytest.importorskip("pocketsphinx")
-    from phaseo_notebook._engines._workers import EngineCrashedError, WorkerPool
+    from phaseo_notebook._engines._workers import EngineCrashedError, WorkerPool, WorkerSpec
 
-    pool = WorkerPool(1)
+    pool = WorkerPool(1, WorkerSpec("phaseo_notebook._engines._pocketsphinx"))
     try:
         english = (AUDIO / "english.wav").read_bytes()
         assert pool.submit(english).result(timeout=60).text == "one two three"

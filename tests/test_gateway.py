@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -234,6 +236,69 @@ def test_live_requires_a_file_part(make_gateway: MakeGateway) -> None:
     )
 
 
+def test_verbose_json_and_timestamp_granularities(make_gateway: MakeGateway) -> None:
+    gw = make_gateway(mode="live")
+    seconds = 0.1  # make_wav's clip
+    segment = [{"start": 0.0, "end": seconds, "text": fake_transcript(WAV)}]
+    for granularities in ([], [("timestamp_granularities", (None, "segment"))]):
+        body = post(
+            gw,
+            form(audio_file(), *granularities, model="local/fake", response_format="verbose_json"),
+        ).json()
+        assert body["segments"] == segment and "words" not in body
+    # "word": one name, a JSON list, or the field repeated; the fake engine has no word times.
+    for granularities in (
+        [("timestamp_granularities", (None, "word"))],
+        [("timestamp_granularities", (None, '["segment", "word"]'))],
+        [
+            ("timestamp_granularities", (None, "segment")),
+            ("timestamp_granularities", (None, "word")),
+        ],
+    ):
+        body = post(
+            gw,
+            form(audio_file(), *granularities, model="local/fake", response_format="verbose_json"),
+        ).json()
+        assert body["segments"] == segment and body["words"] == [], granularities
+    plain = post(gw, form(audio_file(), model="local/fake", response_format="json")).json()
+    assert "segments" not in plain and "words" not in plain
+    for bad in ("sentence", '["word", 3]', "[oops"):
+        response = post(
+            gw,
+            form(
+                audio_file(),
+                ("timestamp_granularities", (None, bad)),
+                model="local/fake",
+                response_format="verbose_json",
+            ),
+        )
+        body = assert_error(response, 400, "validation_error")
+        assert body["details"][0]["field"] == "timestamp_granularities"
+    # Granularities without verbose_json would be silently lost: refused.
+    response = post(
+        gw, form(audio_file(), ("timestamp_granularities", (None, "word")), model="local/fake")
+    )
+    assert "verbose_json" in assert_error(response, 400, "validation_error")["description"]
+    # A JSON body takes a real list; strict mode keeps to the contract.
+    lenient = make_gateway(mode="lenient")
+    body = httpx.post(
+        lenient.url + "/audio/transcriptions",
+        json={
+            "model": "local/fake",
+            "audio_b64": WAV_B64,
+            "response_format": "verbose_json",
+            "timestamp_granularities": ["word"],
+        },
+        headers={"Authorization": f"Bearer {lenient.api_key}"},
+    ).json()
+    assert body["segments"] == segment and body["words"] == []
+    strict = make_gateway(mode="strict")
+    response = post(
+        strict, form(model="local/fake", audio_b64=WAV_B64, response_format="verbose_json")
+    )
+    assert_error(response, 400, "validation_error")
+
+
 def test_lenient_accepts_file_url_and_b64(make_gateway: MakeGateway) -> None:
     gw = make_gateway(mode="lenient")
     texts = {
@@ -309,6 +374,7 @@ def test_models_route_and_model_errors(make_gateway: MakeGateway) -> None:
     assert [m["id"] for m in listed.json()["data"]] == [
         "local/fake",
         "local/pocketsphinx",
+        "local/whisper-tiny.en",
         "openai/whisper-1",
     ]
     assert post(gw, form(model="openai/whisper-1", audio_b64=WAV_B64)).status_code == 200
@@ -442,10 +508,27 @@ def test_slow_answer_trips_client_timeout_and_close_is_quick(make_gateway: MakeG
     gw = make_gateway(mode="strict", faults=Faults(slow_rate=1.0, slow_seconds=30))
     with pytest.raises(httpx.ReadTimeout):
         post(gw, form(model="local/fake", audio_b64=WAV_B64), timeout=0.3)
+    # The client went away: its request is cancelled, not left sleeping for 30 s.
+    deadline = time.monotonic() + 5
+    while gw.stats().in_flight and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert gw.stats().in_flight == 0
+
+    def patient() -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            post(gw, form(model="local/fake", audio_b64=WAV_B64), timeout=60)
+
+    waiting = threading.Thread(target=patient)
+    waiting.start()
+    deadline = time.monotonic() + 5
+    while gw.stats().in_flight != 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert gw.stats().in_flight == 1
     start = time.perf_counter()
     gw.close()
     assert time.perf_counter() - start < 1.0
+    waiting.join(5)
+    assert not waiting.is_alive()
 
 
 def test_truncated_and_non_json_bodies(make_gateway: MakeGateway) -> None:
@@ -627,10 +710,12 @@ class _MissingExtraEngine:
 
     name = "pocketsphinx"
 
-    def transcribe(self, data: bytes, *, language: str | None = None) -> Any:
+    def transcribe(self, data: bytes, *, language: str | None = None, options: Any = None) -> Any:
         raise ImportError("needs soundfile: pip install 'phaseo-notebook[local]'")
 
-    async def atranscribe(self, data: bytes, *, language: str | None = None) -> Any:
+    async def atranscribe(
+        self, data: bytes, *, language: str | None = None, options: Any = None
+    ) -> Any:
         return self.transcribe(data, language=language)
 
     def close(self) -> None:

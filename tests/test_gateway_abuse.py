@@ -604,8 +604,16 @@ def test_unknown_model_lists_the_models_served(make_gateway: MakeGateway) -> Non
     body = response.json()
     assert body["error"] == "unsupported_model_or_endpoint"
     assert body["reason"] == "model_not_found_or_inactive"
-    assert body["available_models"] == ["local/fake", "local/pocketsphinx", "openai/whisper-1"]
-    assert "local/fake, local/pocketsphinx, openai/whisper-1" in body["description"]
+    assert body["available_models"] == [
+        "local/fake",
+        "local/pocketsphinx",
+        "local/whisper-tiny.en",
+        "openai/whisper-1",
+    ]
+    assert (
+        "local/fake, local/pocketsphinx, local/whisper-tiny.en, openai/whisper-1"
+        in body["description"]
+    )
 
 
 # -- the same options through `phaseo-notebook serve` --------------------------------------

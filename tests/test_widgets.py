@@ -115,7 +115,7 @@ def test_upload_results_table_has_a_player_and_the_transcript_per_file(tmp_path:
 
 def test_upload_uses_the_embedded_engine_without_key_or_client(tmp_path: Path) -> None:
     w = pn.widgets.upload(cache=tmp_path / "cache")
-    assert w.model_picker.value == "local/pocketsphinx"
+    assert w.model_picker.value == "local/whisper-tiny.en"
     w.model_picker.value = "local/fake"
     wav = make_wav(31)
     df = run_upload(w, {"x.wav": wav})

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import hashlib
 
-from phaseo_notebook._engines._decode import EngineResult, wav_duration
+from phaseo_notebook._engines._decode import (
+    EngineResult,
+    TranscribeOptions,
+    check_sample_rate,
+    wav_duration,
+    wav_sample_rate,
+    whole_clip_segments,
+)
 
 __all__ = ["FakeEngine", "fake_transcript"]
 
@@ -77,8 +84,11 @@ class FakeEngine:
     """Engine whose transcript is :func:`fake_transcript` of the bytes.
 
     ``duration`` is read from the header when the bytes are a WAV, else ``None``;
-    ``language`` echoes the one asked for, defaulting to ``"en"``. Thread-safe and
-    stateless; :meth:`atranscribe` runs inline because the work is a single hash.
+    ``language`` echoes the one asked for, defaulting to ``"en"``; timestamps, when
+    asked for, are one segment over the whole clip and no words. A WAV whose header
+    declares a sample rate outside 4-384 kHz is refused like every engine refuses it.
+    Thread-safe and stateless; :meth:`atranscribe` runs inline because the work is a
+    single hash.
 
     Examples
     --------
@@ -90,7 +100,13 @@ class FakeEngine:
 
     name: str = "fake"
 
-    def transcribe(self, data: bytes, *, language: str | None = None) -> EngineResult:
+    def transcribe(
+        self,
+        data: bytes,
+        *,
+        language: str | None = None,
+        options: TranscribeOptions | None = None,
+    ) -> EngineResult:
         """Return the fake transcript of ``data``.
 
         Parameters
@@ -99,16 +115,37 @@ class FakeEngine:
             The audio bytes.
         language : str or None
             Echoed back as the result's language (default ``"en"``).
+        options : TranscribeOptions or None
+            Only ``timestamps`` matters: one segment over the whole clip.
 
         Returns
         -------
         EngineResult
+
+        Raises
+        ------
+        AudioDecodeError
+            For a WAV header with a sample rate outside 4-384 kHz.
         """
+        rate = wav_sample_rate(data)
+        if rate is not None:
+            check_sample_rate(rate)
+        text = fake_transcript(data)
+        duration = wav_duration(data)
         return EngineResult(
-            fake_transcript(data), duration=wav_duration(data), language=language or "en"
+            text,
+            duration=duration,
+            language=language or "en",
+            segments=whole_clip_segments(text, duration, options),
         )
 
-    async def atranscribe(self, data: bytes, *, language: str | None = None) -> EngineResult:
+    async def atranscribe(
+        self,
+        data: bytes,
+        *,
+        language: str | None = None,
+        options: TranscribeOptions | None = None,
+    ) -> EngineResult:
         """Async :meth:`transcribe`; inline, since hashing never blocks the loop for long.
 
         Parameters
@@ -117,12 +154,14 @@ class FakeEngine:
             The audio bytes.
         language : str or None
             Echoed back as the result's language (default ``"en"``).
+        options : TranscribeOptions or None
+            As in :meth:`transcribe`.
 
         Returns
         -------
         EngineResult
         """
-        return self.transcribe(data, language=language)
+        return self.transcribe(data, language=language, options=options)
 
     def close(self) -> None:
         """Do nothing: the fake engine holds no resources."""

@@ -22,26 +22,35 @@ language actually used, so quality checks upstream can notice a mismatch.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import threading
 from typing import TYPE_CHECKING, Any
 
 from phaseo_notebook._engines._decode import (
+    DEFAULT_MAX_DURATION,
     LOCAL_EXTRA_INSTALL,
     EngineResult,
+    Segment,
+    TranscribeOptions,
+    Word,
     decode_to_pcm16k,
+    whole_clip_segments,
 )
-from phaseo_notebook._engines._workers import WorkerPool
+from phaseo_notebook._engines._workers import (
+    DEFAULT_JOB_TIMEOUT,
+    PooledEngine,
+    Recogniser,
+    WorkerSpec,
+)
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-__all__ = ["MODEL_LANGUAGE", "PocketSphinxEngine"]
+__all__ = ["MODEL_LANGUAGE", "PocketSphinxEngine", "load_recogniser"]
 
 #: The language of the bundled model, reported as the result's language.
 MODEL_LANGUAGE = "en"
+# Feature frames per second of the en-us model (its "frate"): segment frames -> seconds.
+_FRAMES_PER_SECOND = 100.0
 
 
 def _new_decoder() -> Any:
@@ -57,16 +66,17 @@ def _new_decoder() -> Any:
     return pocketsphinx.Decoder(loglevel="FATAL")
 
 
+def _is_filler(token: str) -> bool:
+    # Fillers ("<sil>", "[NOISE]", "++garbage++") are not words of the transcript.
+    return not token or token[0] in "<[+"
+
+
 def _normalise(hypstr: str) -> str:
     """Lowercase, single-spaced words without fillers or pronunciation variants."""
-    words = []
-    for token in hypstr.split():
-        # Fillers ("<sil>", "[NOISE]", "++garbage++") are not words of the transcript.
-        if token[0] in "<[+":
-            continue
-        # Alternate pronunciations are spelled "word(2)" in the dictionary.
-        words.append(token.split("(", 1)[0].lower())
-    return " ".join(words)
+    # Alternate pronunciations are spelled "word(2)" in the dictionary.
+    return " ".join(
+        token.split("(", 1)[0].lower() for token in hypstr.split() if not _is_filler(token)
+    )
 
 
 def _recognise(decoder: Any, pcm: npt.NDArray[np.int16]) -> str:
@@ -81,12 +91,57 @@ def _recognise(decoder: Any, pcm: npt.NDArray[np.int16]) -> str:
     return "" if hyp is None else _normalise(hyp.hypstr)
 
 
-def _transcribe_with(decoder: Any, data: bytes) -> EngineResult:
-    pcm, duration = decode_to_pcm16k(data)
-    return EngineResult(_recognise(decoder, pcm), duration=duration, language=MODEL_LANGUAGE)
+def _words(decoder: Any) -> tuple[Word, ...]:
+    """Word times of the last utterance, from the decoder's segmentation (free)."""
+    return tuple(
+        Word(
+            seg.start_frame / _FRAMES_PER_SECOND,
+            (seg.end_frame + 1) / _FRAMES_PER_SECOND,
+            seg.word.split("(", 1)[0].lower(),
+        )
+        for seg in decoder.seg()
+        if not _is_filler(seg.word)
+    )
 
 
-class PocketSphinxEngine:
+def _transcribe_with(
+    decoder: Any,
+    data: bytes,
+    options: TranscribeOptions | None = None,
+    max_duration: float = DEFAULT_MAX_DURATION,
+) -> EngineResult:
+    """Decode ``data`` and recognise it with ``decoder``; timestamps when asked for.
+
+    The model has no finer timing than words: ``segments`` is one segment over the
+    whole clip, ``words`` comes from the decoder's segmentation.
+    """
+    pcm, duration = decode_to_pcm16k(data, max_duration=max_duration)
+    text = _recognise(decoder, pcm)
+    segments: tuple[Segment, ...] | None = whole_clip_segments(text, duration, options)
+    words = _words(decoder) if options is not None and options.timestamps == "word" else None
+    return EngineResult(
+        text, duration=duration, language=MODEL_LANGUAGE, segments=segments, words=words
+    )
+
+
+def load_recogniser(config: dict[str, Any]) -> Recogniser:
+    """Load a decoder once; return the function a worker calls for each job.
+
+    Parameters
+    ----------
+    config : dict
+        ``{"max_duration": seconds}`` (optional).
+    """
+    decoder = _new_decoder()
+    max_duration = float(config.get("max_duration", DEFAULT_MAX_DURATION))
+
+    def recognise(data: bytes, language: str | None, options: TranscribeOptions) -> EngineResult:
+        return _transcribe_with(decoder, data, options, max_duration)
+
+    return recognise
+
+
+class PocketSphinxEngine(PooledEngine):
     """Real offline English transcription with the model bundled in ``pocketsphinx``.
 
     :meth:`transcribe` decodes in the calling process, on one decoder shared behind a
@@ -99,6 +154,10 @@ class PocketSphinxEngine:
     ----------
     workers : int or None
         Processes in the :meth:`atranscribe` pool; default ``os.cpu_count()``.
+    max_duration : float
+        Longest audio accepted, in seconds (default 2 hours).
+    job_timeout : float or None
+        Time limit of one job in a worker, in seconds (default 30 minutes).
 
     Raises
     ------
@@ -123,89 +182,18 @@ class PocketSphinxEngine:
 
     name: str = "pocketsphinx"
 
-    def __init__(self, workers: int | None = None) -> None:
-        if workers is not None and workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
-        self.workers: int = workers if workers is not None else (os.cpu_count() or 1)
-        self._decoder: Any = None
-        self._decoder_lock = threading.Lock()
-        self._pool: WorkerPool | None = None
-        self._pool_lock = threading.Lock()
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        max_duration: float = DEFAULT_MAX_DURATION,
+        job_timeout: float | None = DEFAULT_JOB_TIMEOUT,
+    ) -> None:
+        super().__init__(workers, max_duration=max_duration, job_timeout=job_timeout)
 
-    def transcribe(self, data: bytes, *, language: str | None = None) -> EngineResult:
-        """Transcribe encoded audio in the calling thread.
+    def worker_spec(self) -> WorkerSpec:
+        """Each worker loads the bundled en-us model."""
+        return WorkerSpec(__name__, {"max_duration": self.max_duration})
 
-        Parameters
-        ----------
-        data : bytes
-            An audio file in any format libsndfile reads (WAV, FLAC, OGG, MP3, AIFF...).
-        language : str or None
-            Accepted for the common interface; decoding always uses the English model
-            and the result reports ``"en"``.
-
-        Returns
-        -------
-        EngineResult
-            Lowercase text (``""`` for silence), the audio's duration and ``"en"``.
-
-        Raises
-        ------
-        AudioDecodeError
-            If ``data`` is not decodable audio.
-        """
-        # Decode outside the lock: only the recogniser is shared.
-        pcm, duration = decode_to_pcm16k(data)
-        with self._decoder_lock:
-            if self._decoder is None:
-                self._decoder = _new_decoder()
-            text = _recognise(self._decoder, pcm)
-        return EngineResult(text, duration=duration, language=MODEL_LANGUAGE)
-
-    async def atranscribe(self, data: bytes, *, language: str | None = None) -> EngineResult:
-        """Transcribe encoded audio in a worker process, without blocking the loop.
-
-        The first call starts the pool (each worker loads its own model, about a
-        second); later calls only pay for the decode.
-
-        Parameters
-        ----------
-        data : bytes
-            An audio file in any format libsndfile reads.
-        language : str or None
-            As in :meth:`transcribe`.
-
-        Returns
-        -------
-        EngineResult
-
-        Raises
-        ------
-        AudioDecodeError
-            If ``data`` is not decodable audio.
-        EngineCrashedError
-            If the worker died (e.g. killed for memory); the next call starts a new one.
-        """
-        return await asyncio.wrap_future(self._get_pool().submit(data))
-
-    def _get_pool(self) -> WorkerPool:
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = WorkerPool(self.workers)
-            return self._pool
-
-    def close(self) -> None:
-        """Shut down the worker pool and free the in-process decoder.
-
-        Safe to call more than once; the engine stays usable (a later call starts
-        what it needs again).
-        """
-        with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown()
-        with self._decoder_lock:
-            self._decoder = None
-
-    def __repr__(self) -> str:
-        running = "running" if self._pool is not None else "idle"
-        return f"PocketSphinxEngine(workers={self.workers}, pool={running})"
+    def _load_local(self) -> Recogniser:
+        return load_recogniser({"max_duration": self.max_duration})

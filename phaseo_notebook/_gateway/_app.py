@@ -19,9 +19,20 @@ Modes
     Any one of ``file``, ``audio_url`` or ``audio_b64`` (the in-process transport).
 
 Bodies may be ``multipart/form-data`` (the contract), JSON or urlencoded, in every mode.
-``prompt``, ``temperature``, ``response_format``, ``timestamp_granularities`` and
-``languages`` are accepted (and otherwise ignored) in ``live`` and ``lenient``. Bracketed
-keys such as ``provider[only][]`` are dropped without a word in every mode, as live does.
+The live gateway's optional fields are read in ``live`` and ``lenient`` (``strict`` keeps
+to the contract and refuses them):
+
+- ``prompt`` and ``temperature`` (0-1) go to the engine;
+- ``response_format=verbose_json`` adds ``segments`` (``[{"start", "end", "text"}]``,
+  seconds from the start of the audio) to the answer, and ``words``
+  (``[{"start", "end", "word"}]``) when ``timestamp_granularities`` includes ``word``.
+  ``timestamp_granularities`` is ``segment``, ``word``, a JSON list of them
+  (``["segment","word"]``, as live sends nested values in a form) or the field
+  repeated; it needs ``verbose_json``. Other formats answer the usual JSON;
+- ``languages`` is accepted and ignored.
+
+Bracketed keys such as ``provider[only][]`` (and ``timestamp_granularities[]``) are
+dropped without a word in every mode, as live does.
 """
 
 from __future__ import annotations
@@ -41,7 +52,17 @@ from typing import Any, Final, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from phaseo_notebook._constants import MAX_AUDIO_BYTES, MAX_URL_LENGTH
-from phaseo_notebook._engines import ENGINE_NAMES, AudioDecodeError, Engine, EngineResult
+from phaseo_notebook._engines import (
+    ENGINE_NAMES,
+    AudioDecodeError,
+    AudioTooLongError,
+    Engine,
+    EngineResult,
+    EngineTimeoutError,
+    TranscribeOptions,
+    UnsupportedLanguageError,
+)
+from phaseo_notebook._exceptions import EngineModelError
 from phaseo_notebook._gateway._charges import PriceSetting, build_prices, cost_nanos
 from phaseo_notebook._gateway._multipart import (
     FormPart,
@@ -87,6 +108,7 @@ MAX_JSON_BODY_BYTES: Final = 16 * 1024 * 1024
 DEFAULT_MODELS: Final[Mapping[str, str]] = {
     "local/fake": "fake",
     "local/pocketsphinx": "pocketsphinx",
+    "local/whisper-tiny.en": "whisper",
 }
 
 _CONTRACT_FIELDS: Final = frozenset({"model", "audio_url", "audio_b64", "language", "provider"})
@@ -104,6 +126,10 @@ _LIVE_EXTENSIONS: Final = frozenset(
 _RESPONSE_FORMATS: Final = frozenset(
     {"json", "text", "srt", "verbose_json", "vtt", "diarized_json"}
 )
+_GRANULARITIES: Final = ("segment", "word")
+_VERBOSE: Final = "verbose_json"
+# The one field that may be given more than once (a form's way of sending a list).
+_REPEATABLE: Final = "timestamp_granularities"
 _PROVIDER_LIST_KEYS: Final = ("order", "only", "ignore")
 # No request needs more than a few levels; deeper JSON is refused before anything walks it
 # (Python's own recursion limit would otherwise surface as a 500).
@@ -345,6 +371,10 @@ class TranscriptionJob:
         The audio, from a ``file`` part or ``audio_b64``.
     audio_url : str or None
         The URL to fetch it from.
+    options : TranscribeOptions
+        Prompt, temperature and timestamps for the engine.
+    verbose : bool
+        Whether the answer carries ``segments`` (and ``words``): ``verbose_json``.
     """
 
     model: str
@@ -352,6 +382,8 @@ class TranscriptionJob:
     language: str | None
     audio: bytes | None = None
     audio_url: str | None = None
+    options: TranscribeOptions = field(default_factory=TranscribeOptions)
+    verbose: bool = False
 
     @property
     def identity(self) -> str:
@@ -495,6 +527,9 @@ class GatewayCore:
         What answers cost (see :mod:`~phaseo_notebook._gateway._charges`); None: free.
     limits : AudioLimits or None
         Per-file limits beyond the 25 MB cap, checked before the engine runs.
+    list_prices : bool
+        List each model's ``pricing`` in ``GET /v1/models``; ``False``: a catalog without
+        prices, like the live gateway's.
 
     Examples
     --------
@@ -512,6 +547,7 @@ class GatewayCore:
         models: Mapping[str, str] | None = None,
         price_per_minute: PriceSetting = None,
         limits: AudioLimits | None = None,
+        list_prices: bool = True,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
@@ -532,7 +568,11 @@ class GatewayCore:
                         "object": "model",
                         "owned_by": "local",
                         "engine": engine,
-                        "pricing": {"per_minute": self.prices[name], "currency": "USD"},
+                        **(
+                            {"pricing": {"per_minute": self.prices[name], "currency": "USD"}}
+                            if list_prices
+                            else {}
+                        ),
                     }
                     for name, engine in self.models.items()
                 ],
@@ -666,6 +706,9 @@ class GatewayCore:
                 continue  # a text "file" is no upload: answered below as missing audio
             if name not in self._allowed:
                 raise _validation(f"unknown field {name!r} (mode {self.mode})", name)
+            if name == _REPEATABLE and name in values:
+                values[name] = [*_as_list(values[name]), value]
+                continue
             if name in values:
                 raise _validation(f"field {name!r} is given more than once", name)
             values[name] = value
@@ -693,8 +736,10 @@ class GatewayCore:
         language = _optional_text(values, "language")
         if "provider" in values:
             _check_provider(values["provider"], strict=self.mode == "strict")
+        options, verbose = TranscribeOptions(), False
         if self.mode != "strict":
             _check_live_extras(values)
+            options, verbose = _engine_options(values)
 
         if self.mode == "live":
             # Live strips audio_url/audio_b64 before it looks for the audio.
@@ -704,7 +749,14 @@ class GatewayCore:
                     f"(extension one of {', '.join(sorted(_LIVE_EXTENSIONS))}, or audio/* type)",
                     "file",
                 )
-            return TranscriptionJob(model, engine, language, audio=_check_audio(file.data))
+            return TranscriptionJob(
+                model,
+                engine,
+                language,
+                audio=_check_audio(file.data),
+                options=options,
+                verbose=verbose,
+            )
         audio_url = _optional_text(values, "audio_url")
         audio_b64 = _optional_text(values, "audio_b64")
         given = [
@@ -721,11 +773,22 @@ class GatewayCore:
             what = "no audio" if not given else f"more than one audio input ({', '.join(given)})"
             raise _validation(f"{what}: give exactly one of {allowed}", given[0] if given else None)
         if file is not None:
-            return TranscriptionJob(model, engine, language, audio=_check_audio(file.data))
-        if audio_b64 is not None:
-            return TranscriptionJob(model, engine, language, audio=_decode_b64(audio_b64))
-        assert audio_url is not None
-        return TranscriptionJob(model, engine, language, audio_url=_check_url(audio_url))
+            audio: bytes | None = _check_audio(file.data)
+        elif audio_b64 is not None:
+            audio = _decode_b64(audio_b64)
+        else:
+            assert audio_url is not None
+            return TranscriptionJob(
+                model,
+                engine,
+                language,
+                audio_url=_check_url(audio_url),
+                options=options,
+                verbose=verbose,
+            )
+        return TranscriptionJob(
+            model, engine, language, audio=audio, options=options, verbose=verbose
+        )
 
     def _file_part(self, files: tuple[FormPart, ...]) -> FormPart | None:
         file: FormPart | None = None
@@ -763,6 +826,10 @@ class GatewayCore:
         if result.duration is not None:
             body["duration"] = result.duration
             body["usage"] = {"seconds": result.duration}
+        if job.verbose:
+            body["segments"] = [s.to_dict() for s in result.segments or ()]
+            if job.options.timestamps == "word":
+                body["words"] = [w.to_dict() for w in result.words or ()]
         # A priced model's cost follows the engine's duration; with no duration it is
         # unknown, and left out rather than reported as free.
         price = self.prices.get(job.model, 0.0)
@@ -780,6 +847,16 @@ class GatewayCore:
         """
         if isinstance(err, GatewayError):
             return error_reply(err, request_id)
+        if isinstance(err, AudioTooLongError):
+            return error_reply(
+                GatewayError(
+                    413,
+                    "payload_too_large",
+                    str(err),
+                    extra={"max_seconds": err.max_duration},
+                ),
+                request_id,
+            )
         if isinstance(err, AudioDecodeError):
             if fetched:
                 described = _validation(
@@ -789,6 +866,13 @@ class GatewayCore:
                 )
                 return error_reply(described, request_id)
             return error_reply(_validation(str(err), "audio"), request_id)
+        if isinstance(err, UnsupportedLanguageError):
+            return error_reply(_validation(str(err), "language"), request_id)
+        if isinstance(err, EngineTimeoutError):
+            return error_reply(GatewayError(504, "upstream_timeout", str(err)), request_id)
+        if isinstance(err, EngineModelError):
+            logger.error("local gateway: %s", err)
+            return error_reply(GatewayError(500, "gateway_error", str(err)), request_id)
         if isinstance(err, AudioFetchError):
             return error_reply(
                 _validation(f"could not fetch audio_url: {err}", "audio_url"), request_id
@@ -838,7 +922,9 @@ class GatewayCore:
                 audio = _check_audio(await fetch(job.audio_url))
             if self.limits is not None:
                 self.limits.check(job.model, audio)
-            result = await engines(job.engine).atranscribe(audio, language=job.language)
+            result = await engines(job.engine).atranscribe(
+                audio, language=job.language, options=job.options
+            )
         except reraise:
             raise
         except Exception as err:
@@ -862,7 +948,9 @@ class GatewayCore:
                 audio = _check_audio(fetch(job.audio_url))
             if self.limits is not None:
                 self.limits.check(job.model, audio)
-            result = engines(job.engine).transcribe(audio, language=job.language)
+            result = engines(job.engine).transcribe(
+                audio, language=job.language, options=job.options
+            )
         except reraise:
             raise
         except Exception as err:
@@ -1067,3 +1155,53 @@ def _check_live_extras(values: Mapping[str, Any]) -> None:
             f"response_format must be one of {', '.join(sorted(_RESPONSE_FORMATS))}",
             "response_format",
         )
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _granularities(value: Any) -> set[str]:
+    """``timestamp_granularities`` as a set: one name, a JSON list, a list, or repeats."""
+    items: list[Any] = []
+    for item in _as_list(value):
+        if isinstance(item, str) and item.strip().startswith("["):
+            try:
+                item = json.loads(item)
+            except ValueError as err:
+                raise _validation(
+                    f"timestamp_granularities is not a JSON list: {err}", _REPEATABLE
+                ) from err
+        items.extend(_as_list(item))
+    names: set[str] = set()
+    for item in items:
+        if item in ("", None):
+            continue
+        if not isinstance(item, str) or item.strip() not in _GRANULARITIES:
+            raise _validation(
+                f"timestamp_granularities must be {' and/or '.join(_GRANULARITIES)}, got {item!r}",
+                _REPEATABLE,
+            )
+        names.add(item.strip())
+    return names
+
+
+def _engine_options(values: Mapping[str, Any]) -> tuple[TranscribeOptions, bool]:
+    """The engine options and whether the answer is verbose, from checked live fields."""
+    verbose = values.get("response_format") == _VERBOSE
+    granularities = _granularities(values.get(_REPEATABLE))
+    if granularities and not verbose:
+        raise _validation("timestamp_granularities needs response_format=verbose_json", _REPEATABLE)
+    timestamps: Literal["segment", "word"] | None = None
+    if verbose:
+        timestamps = "word" if "word" in granularities else "segment"
+    prompt = _optional_text(values, "prompt")
+    temperature = values.get("temperature")
+    return (
+        TranscribeOptions(
+            prompt=prompt,
+            temperature=None if temperature in (None, "") else float(temperature),
+            timestamps=timestamps,
+        ),
+        verbose,
+    )

@@ -14,6 +14,7 @@ from typing import Final
 import httpx
 
 from phaseo_notebook._engines import shared_engine
+from phaseo_notebook._exceptions import EngineModelError
 from phaseo_notebook._gateway._app import (
     AudioFetchError,
     DownloadBuffer,
@@ -32,8 +33,9 @@ __all__ = ["EmbeddedTransport"]
 FETCH_TIMEOUT: Final = httpx.Timeout(30.0, connect=10.0)
 _TRANSCRIPTIONS_SUFFIX: Final = "/audio/transcriptions"
 # In-process, a missing optional extra is the caller's own ImportError naming the pip
-# line; the HTTP server can only describe it in a 501 for a client somewhere else.
-_RERAISE: Final[tuple[type[Exception], ...]] = (ImportError,)
+# line, and a corrupt model the caller's own EngineModelError; the HTTP server can only
+# describe them (501, 500) to a client somewhere else.
+_RERAISE: Final[tuple[type[Exception], ...]] = (ImportError, EngineModelError)
 _MODELS_SUFFIX: Final = "/models"
 
 
@@ -42,17 +44,18 @@ class EmbeddedTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
 
     ``POST .../audio/transcriptions`` and ``GET .../models`` are answered whatever the
     host and base path; anything else is a 404 in the gateway's error format. Engines
-    come from :func:`~phaseo_notebook._engines.shared_engine`, so PocketSphinx is loaded
+    come from :func:`~phaseo_notebook._engines.shared_engine`, so each model is loaded
     once per process however many clients exist. The sync path calls the engine's
-    ``transcribe``; the async path awaits ``atranscribe`` (a worker pool for
-    PocketSphinx), so the event loop is never blocked for long. An engine whose optional
+    ``transcribe``; the async path awaits ``atranscribe`` (a worker pool for Whisper
+    and PocketSphinx), so the event loop is never blocked for long. An engine whose optional
     dependencies are missing raises its ``ImportError`` (naming the ``pip install``
     line) to the caller, where the HTTP server answers 501 ``not_implemented_yet``.
 
     Parameters
     ----------
     models : Mapping of str to str or None
-        Model name -> engine name (default ``local/fake`` and ``local/pocketsphinx``).
+        Model name -> engine name (default ``local/fake``, ``local/whisper-tiny.en`` and
+        ``local/pocketsphinx``).
     mode : {"strict", "live", "lenient"}
         Request shapes accepted (default ``lenient``: a ``file`` part, ``audio_url`` or
         ``audio_b64``).

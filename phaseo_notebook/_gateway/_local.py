@@ -89,6 +89,7 @@ def _make_server(
     allow_private_urls: bool = False,
     allowed_url_origins: Iterable[str] = (),
     allow_remote: bool = False,
+    list_prices: bool = True,
 ) -> GatewayServer:
     core = GatewayCore(
         mode=mode,
@@ -96,6 +97,7 @@ def _make_server(
         models=build_models(models, engine),
         price_per_minute=price_per_minute,
         limits=limits,
+        list_prices=list_prices,
     )
     engines = EngineSet(workers)
     # Creating the main engine now makes a missing optional dependency fail at start,
@@ -193,9 +195,11 @@ class LocalGateway:
 
     Parameters
     ----------
-    engine : {"fake", "pocketsphinx"}
+    engine : {"fake", "pocketsphinx", "whisper"}
         Engine created at start, and serving the ``models`` names given without an
-        engine. ``local/fake`` and ``local/pocketsphinx`` are always served by their own.
+        engine. ``local/fake``, ``local/whisper-tiny.en`` and ``local/pocketsphinx`` are
+        always served by their own. The whisper engine's model directory can be changed
+        with ``PHASEO_WHISPER_MODEL_DIR``.
     mode : {"strict", "live", "lenient"}
         ``strict``: only the contract's fields (``audio_url``/``audio_b64``); ``live``:
         like the live gateway, a multipart ``file`` part is required; ``lenient``: any.
@@ -215,7 +219,7 @@ class LocalGateway:
     files_dir : path or None
         Directory served at ``/files/{name}`` (see :meth:`file_url`).
     workers : int or None
-        PocketSphinx worker processes for this gateway alone; ``None`` shares the
+        Engine worker processes for this gateway alone; ``None`` shares the
         process-wide engine.
     process : bool
         Run the server in a subprocess (``python -m phaseo_notebook serve``) rather than
@@ -248,6 +252,10 @@ class LocalGateway:
     server_limits : GatewayLimits or None
         Header and body timeouts and the connection cap (see
         :class:`~phaseo_notebook._gateway._server.GatewayLimits`).
+    list_prices : bool
+        List each model's ``pricing`` in ``GET /v1/models`` (default). ``False`` serves a
+        catalog without prices, as the live gateway's is, while answers still report
+        their cost (thread mode only).
 
     Examples
     --------
@@ -280,6 +288,7 @@ class LocalGateway:
         allow_private_urls: bool = False,
         allowed_url_origins: Iterable[str] = (),
         server_limits: GatewayLimits | None = None,
+        list_prices: bool = True,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
@@ -304,6 +313,9 @@ class LocalGateway:
         self._allow_private_urls = allow_private_urls
         self._allowed_url_origins = tuple(allowed_url_origins)
         self._server_limits = server_limits
+        if process and not list_prices:
+            raise ValueError("list_prices=False is not supported with process=True")
+        self._list_prices = list_prices
         self._port: int | None = None
         # Thread mode.
         self._server: GatewayServer | None = None
@@ -456,6 +468,7 @@ class LocalGateway:
             allow_private_urls=self._allow_private_urls,
             allowed_url_origins=self._allowed_url_origins,
             allow_remote=self._allow_remote,
+            list_prices=self._list_prices,
         )
         loop = asyncio.new_event_loop()
         ready = threading.Event()

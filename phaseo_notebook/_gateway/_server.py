@@ -209,8 +209,8 @@ class EngineSet:
     """The engines of one gateway, created on first use.
 
     With ``workers=None`` they are the process-wide :func:`shared_engine` ones (so
-    several gateways share one PocketSphinx pool); otherwise the gateway owns engines
-    built with that many workers and closes them with :meth:`close`.
+    several gateways share one worker pool per engine); otherwise the gateway owns
+    engines built with that many workers and closes them with :meth:`close`.
 
     Examples
     --------
@@ -362,6 +362,10 @@ class GatewayServer:
             lingering_time=_LINGERING_TIME,
             max_line_size=_MAX_LINE_SIZE,
             max_field_size=_MAX_FIELD_SIZE,
+            # A client that disconnects cancels its handler, which stops the engine
+            # work it started (a worker mid-file is stopped) instead of finishing
+            # work nobody will read.
+            handler_cancellation=True,
         )
         await runner.setup()
         try:

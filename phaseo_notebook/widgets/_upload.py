@@ -24,9 +24,11 @@ import pandas as pd
 
 from .. import _constants as C
 from .._audio import sniff_audio_format
+from .._base_client import is_local_model
 from .._batch import BatchResult, run_request
 from .._cache import Cache, resolve_cache
 from .._client import AsyncClient, Client, default_model, fetch_catalog
+from .._estimate import Estimate
 from .._request import CacheArg, TranscribeRequest
 
 __all__ = ["UploadWidget", "upload"]
@@ -250,6 +252,30 @@ def _gateway_catalog(client: Client | AsyncClient | None) -> list[str]:
     return [str(m["id"]) for m in fetch_catalog(client, timeout=_CATALOG_TIMEOUT) if m.get("id")]
 
 
+def estimate_note(estimate: Estimate) -> str:
+    """The line the upload cell shows before Transcribe, as HTML.
+
+    Examples
+    --------
+    >>> from phaseo_notebook._estimate import Estimate, estimate_model
+    >>> part = estimate_model([("a", 90.0), ("b", 30.0)], model="openai/whisper-1",
+    ...                       cached_keys={"b"}, price_per_minute=0.006)
+    >>> estimate_note(Estimate((part,)))
+    '<span class="phaseo-muted">Estimate: 1 request (1 cached), 1.5 audio minutes, about 0.009 USD at 0.006 USD/min</span>'
+    """
+    n = estimate.requests
+    parts = [f"{n} request{'s' * (n != 1)} ({estimate.cached} cached)"]
+    parts.append(f"{estimate.audio_minutes:.3g} audio minutes")
+    cost = estimate.cost
+    prices = [m.price_per_minute for m in estimate.models]
+    if cost is None:
+        parts.append("cost unknown (no price for this model)")
+    else:
+        price = f" at {prices[0]:.6g} {estimate.currency}/min" if len(prices) == 1 else ""
+        parts.append(f"about {cost:.6g} {estimate.currency}{price}")
+    return f'<span class="phaseo-muted">Estimate: {html.escape(", ".join(parts))}</span>'
+
+
 class BatchRun:
     """One batch run on its own event loop in a thread, which can be cancelled from anywhere.
 
@@ -413,6 +439,9 @@ class UploadWidget(widgets.VBox):  # type: ignore[misc]
     file_upload, chosen, model_picker, language_picker, transcribe_button, cancel_button,
     progress, status, notice, results
         The parts of the cell, for driving it from code.
+    cost_estimate
+        What the chosen files would cost with a paid (non-local) model, shown before
+        Transcribe (see :func:`estimate_note`); empty for offline and local models.
     error
         The exception that stopped the last run as a whole (bad key, unknown model), or None.
     cancelled
@@ -466,6 +495,8 @@ class UploadWidget(widgets.VBox):  # type: ignore[misc]
             layout=widgets.Layout(width="100%"),
         )
         self.chosen.add_class("phaseo-chosen")
+        self.cost_estimate = widgets.HTML("", layout=widgets.Layout(display="none"))
+        self._estimates = 0  # the newest estimate wins over slower earlier ones
         self.model_picker = widgets.Combobox(
             value=chosen,
             options=model_options(),
@@ -528,6 +559,7 @@ class UploadWidget(widgets.VBox):  # type: ignore[misc]
                 widgets.HTML(_UPLOAD_CSS, layout=widgets.Layout(display="none")),
                 drop,
                 self.chosen,
+                self.cost_estimate,
                 controls,
                 run_line,
                 self.notice,
@@ -596,11 +628,49 @@ class UploadWidget(widgets.VBox):  # type: ignore[misc]
                 self._say("Press Transcribe to start.")
         else:
             self.chosen.value = '<span class="phaseo-muted">No files chosen yet.</span>'
+        self._refresh_estimate()
 
     def _on_model(self, change: Any) -> None:
         model = str(change["new"]).strip()
         self.language_picker.options = language_options(model)
         self._show_notice(model)
+        self._refresh_estimate()
+
+    def _refresh_estimate(self) -> None:
+        """Estimate the chosen files' cost with a paid model, off the page's thread."""
+        self._estimates += 1
+        model = self.model_picker.value.strip() or _default_model(None, self._client)
+        try:
+            files = uploaded_files(self.file_upload.value)
+        except TypeError:
+            files = []
+        if not files or not model or is_local_model(model) or _offline(model, self._client):
+            self.cost_estimate.value = ""
+            self.cost_estimate.layout.display = "none"
+            return
+        threading.Thread(
+            target=self._estimate,
+            args=(self._estimates, model, [f.content for f in files]),
+            name="phaseo-notebook-estimate",
+            daemon=True,
+        ).start()
+
+    def _estimate(self, generation: int, model: str, contents: list[bytes]) -> None:
+        from .._run_estimate import estimate_request
+
+        try:
+            request = TranscribeRequest(
+                contents,
+                model=model,
+                cache=self._cache if self._cache is not None else False,
+                client=self._client,
+            )
+            note = estimate_note(estimate_request(request))
+        except Exception:  # an estimate is advice: a missing key or bad file shows nothing
+            note = ""
+        if generation == self._estimates:
+            self.cost_estimate.value = note
+            self.cost_estimate.layout.display = None if note else "none"
 
     def _show_notice(self, model: str) -> None:
         if model and _offline(model, self._client):
