@@ -39,6 +39,8 @@ from ._exceptions import (
     PermissionDeniedError,
     PhaseoError,
     RateLimitError,
+    ResponseTooLargeError,
+    UnknownModelError,
     UnprocessableEntityError,
 )
 from ._export import label_studio_config, read_label_studio
@@ -80,8 +82,10 @@ __all__ = [
     "PhaseoError",
     "ProviderOptions",
     "RateLimitError",
+    "ResponseTooLargeError",
     "ScoreResult",
     "TranscriptionResult",
+    "UnknownModelError",
     "UnprocessableEntityError",
     "__version__",
     "label_studio_config",

@@ -159,7 +159,7 @@ def describe_input(audio: object, limit: int = 80) -> str:
     '<8 bytes>'
     """
     if isinstance(audio, bytes | bytearray | memoryview):
-        return f"<{len(memoryview(audio).cast('B'))} bytes>"
+        return f"<{memoryview(audio).nbytes} bytes>"
     if isinstance(audio, str):
         if audio.startswith("data:"):
             return f"<data URI, {len(audio)} characters>"
@@ -355,6 +355,14 @@ def normalize_audio(audio: object) -> AudioSource:
     """
     if is_missing(audio):
         raise AudioInputError("missing value", audio=describe_input(audio))
+    if isinstance(audio, memoryview) and not audio.c_contiguous:
+        # A strided view (every other byte, a column of a 2-D buffer) is not one run of
+        # audio bytes; copying it in logical order would send something else.
+        raise AudioInputError(
+            "a memoryview that is not contiguous is not audio bytes; pass bytes of the"
+            " file (for example bytes(view) if the view really holds them in order)",
+            audio=describe_input(audio),
+        )
     if isinstance(audio, bytes | bytearray | memoryview):
         return _from_bytes(bytes(audio), describe_input(audio))
     if isinstance(audio, os.PathLike):

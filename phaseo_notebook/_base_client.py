@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from . import _constants as C
+from . import _redact
 from ._audio import AudioSource
 from ._exceptions import (
     APIConnectionError,
@@ -43,6 +44,8 @@ from ._exceptions import (
     PaymentRequiredError,
     PermissionDeniedError,
     RateLimitError,
+    ResponseTooLargeError,
+    UnknownModelError,
     UnprocessableEntityError,
 )
 from ._net import is_loopback_host
@@ -140,6 +143,8 @@ class PreparedCall:
     #: Canonical JSON of the optional fields that are set (None when none is): they change
     #: the answer, so they are part of the cache key.
     options_json: str | None = None
+    #: Who answers (:func:`call_origin`): part of the cache key.
+    origin: str = ""
 
     @property
     def embedded(self) -> bool:
@@ -208,6 +213,35 @@ def options_json(
         if value is not None
     }
     return json.dumps(chosen, sort_keys=True, separators=(",", ":")) if chosen else None
+
+
+#: The origin of calls answered by the engine in this process.
+EMBEDDED_ORIGIN = "embedded:"
+
+
+def call_origin(base_url: str, *, embedded: bool = False) -> str:
+    """Who answers a call: ``scheme://host:port/path`` of the gateway, or ``"embedded:"``.
+
+    Part of the cache key, so the same model name at two gateways (a local test double
+    and the real one, say) never shares cached answers. Host and scheme are lowercased and
+    the default port made explicit, so spellings of one gateway share a key.
+
+    Examples
+    --------
+    >>> call_origin("HTTPS://API.phaseo.app/v1/")
+    'https://api.phaseo.app:443/v1'
+    >>> call_origin("http://127.0.0.1:8080/v1"), call_origin("", embedded=True)
+    ('http://127.0.0.1:8080/v1', 'embedded:')
+    """
+    if embedded:
+        return EMBEDDED_ORIGIN
+    parts = urlsplit(base_url)
+    scheme = parts.scheme.lower()
+    port = parts.port or (443 if scheme == "https" else 80)
+    host = (parts.hostname or "").lower()
+    if ":" in host:  # an IPv6 literal keeps its brackets
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}{parts.path.rstrip('/')}"
 
 
 def default_model(config: ResolvedConfig) -> str | None:
@@ -420,19 +454,21 @@ def build_multipart(
 
 
 #: What replaces the API key wherever an answer echoes it.
-REDACTED = "[redacted API key]"
+REDACTED = _redact.REDACTED
 #: Shorter keys are not searched for: they would match ordinary words in a transcript.
 MIN_REDACTED_KEY_LENGTH = 12
 _UNSAFE_HEADERS = ("content-encoding", "content-length", "transfer-encoding")
 
 
 def redact_secret(response: httpx.Response, secret: str | None) -> httpx.Response:
-    """The answer with every copy of ``secret`` in its body replaced by :data:`REDACTED`.
+    """The answer with every copy of ``secret`` replaced by :data:`REDACTED`.
 
     A gateway or proxy that echoes the request's ``Authorization`` header (in a 401
-    description, a debug field) must not carry the key into an exception message, a
-    result's ``raw`` body or the cache. The response is returned as is when the key is
-    not in it, which is the case for every well-behaved gateway, and for keys shorter than
+    description, a debug field, an ``x-request-id`` header) must not carry the key into an
+    exception message, a result's ``request_id`` or ``raw`` body, or the cache. Headers
+    (names and values) and the body are searched, the body also through its JSON escapes
+    (``\\u0073k-...``, ``\\/``). The response is returned as is when the key is not in it,
+    which is the case for every well-behaved gateway, and for keys shorter than
     :data:`MIN_REDACTED_KEY_LENGTH` (real keys are far longer).
 
     Examples
@@ -440,15 +476,21 @@ def redact_secret(response: httpx.Response, secret: str | None) -> httpx.Respons
     >>> r = httpx.Response(401, json={"description": "bad key sk-1234567890"})
     >>> redact_secret(r, "sk-1234567890").json()["description"]
     'bad key [redacted API key]'
+    >>> r = httpx.Response(200, headers={"x-request-id": "sk-1234567890"}, json={"text": ""})
+    >>> redact_secret(r, "sk-1234567890").headers["x-request-id"]
+    '[redacted API key]'
     """
     if not secret or len(secret) < MIN_REDACTED_KEY_LENGTH:
         return response
-    needle = secret.encode("utf-8")
     content = response.content
-    if needle not in content:
+    body = _redact.redact_body(content, secret)
+    headers, headers_changed = _redact.redact_headers(response.headers.multi_items(), secret)
+    if body is None and not headers_changed:
         return response
+    if body is None:
+        body = content
     # The body is already decoded: drop the headers that describe its wire form.
-    headers = [(k, v) for k, v in response.headers.items() if k.lower() not in _UNSAFE_HEADERS]
+    headers = [(k, v) for k, v in headers if k.lower() not in _UNSAFE_HEADERS]
     try:
         request: httpx.Request | None = response.request
     except RuntimeError:  # a response built by hand has none
@@ -456,7 +498,7 @@ def redact_secret(response: httpx.Response, secret: str | None) -> httpx.Respons
     return httpx.Response(
         response.status_code,
         headers=headers,
-        content=content.replace(needle, REDACTED.encode("ascii")),
+        content=body,
         request=request,
         extensions=response.extensions,
     )
@@ -541,6 +583,18 @@ def error_from_response(response: httpx.Response) -> APIStatusError:
         text = response.content.decode("utf-8", "replace").strip()
         kind = response.headers.get("content-type", "unknown content type").split(";")[0]
         description = f"non-JSON error body ({kind}): {text[:200]!r}" if text else "empty body"
+    if is_unknown_model(status, code):
+        listed = body.get("available_models") if isinstance(body, dict) else None
+        return UnknownModelError(
+            description or response.reason_phrase or "unknown model",
+            status_code=status,
+            code=code,
+            request_id=request_id_from(response, body),
+            body=body,
+            available_models=[m for m in listed if isinstance(m, str)]
+            if isinstance(listed, list)
+            else (),
+        )
     cls = _STATUS_ERRORS.get(status)
     if cls is None:
         cls = InternalServerError if status >= 500 else APIStatusError
@@ -551,6 +605,22 @@ def error_from_response(response: httpx.Response) -> APIStatusError:
         request_id=request_id_from(response, body),
         body=body if body is not None else response.content.decode("utf-8", "replace"),
     )
+
+
+def is_unknown_model(status: int, code: str | None) -> bool:
+    """Whether an error answer says the gateway does not serve the model asked for.
+
+    The gateway's 400 ``unsupported_model_or_endpoint``, or a 404 whose code names a
+    model (``model_not_found``, as OpenAI-style gateways answer).
+
+    Examples
+    --------
+    >>> is_unknown_model(400, "unsupported_model_or_endpoint"), is_unknown_model(404, None)
+    (True, False)
+    """
+    if status == 400:
+        return code == "unsupported_model_or_endpoint"
+    return status == 404 and isinstance(code, str) and "model" in code.lower()
 
 
 def _first_str(body: Mapping[str, Any], *keys: str) -> str | None:
@@ -635,8 +705,10 @@ def is_retryable(err: APIError) -> bool:
     """Whether sending the same request again may succeed.
 
     Connection errors, timeouts, unusable bodies and 408/409/429/500/502/503/504 are retried;
-    400/401/402/403/413 never are.
+    400/401/402/403/413 and an answer over the size the client reads never are.
     """
+    if isinstance(err, ResponseTooLargeError):
+        return False
     if isinstance(err, APIConnectionError | APIResponseError):
         return True
     if isinstance(err, APIStatusError):

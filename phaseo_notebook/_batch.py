@@ -36,7 +36,7 @@ from ._base_client import (
     is_retryable,
 )
 from ._cache import Cache, CacheRecord, cache_key, resolve_cache
-from ._client import AsyncClient, Client
+from ._client import AsyncClient, Client, fetch_catalog
 from ._exceptions import (
     APIError,
     APIStatusError,
@@ -48,6 +48,7 @@ from ._exceptions import (
     PaymentRequiredError,
     PermissionDeniedError,
     PhaseoError,
+    UnknownModelError,
 )
 from ._filehashes import FileHashes
 from ._longaudio import LongAudio, is_limit_refusal, limit_book_for
@@ -83,6 +84,7 @@ FATAL_ERRORS: tuple[type[BaseException], ...] = (
     PaymentRequiredError,
     PermissionDeniedError,
     ConfigurationError,
+    UnknownModelError,
 )
 #: Answers that mean "too much load": they shrink the in-flight limit.
 CONGESTION_STATUSES = frozenset({429, 502, 503})
@@ -464,7 +466,9 @@ def _plan(
             if errors == "raise":
                 raise identity
             continue
-        key = cache_key(identity, call.model, lang, call.provider_json, call.options_json)
+        key = cache_key(
+            identity, call.model, lang, call.provider_json, call.options_json, origin=call.origin
+        )
         job = jobs.get(key)
         if job is None:
             row_call = calls.get(lang)
@@ -489,9 +493,9 @@ def request_cache_key(
     Examples
     --------
     >>> from phaseo_notebook._base_client import PreparedCall
-    >>> call = PreparedCall(model="m")
+    >>> call = PreparedCall(model="m", origin="https://gw:443/v1")
     >>> key = request_cache_key("https://x/a.wav", None, call)
-    >>> key == cache_key("url:https://x/a.wav", "m", None, None)
+    >>> key == cache_key("url:https://x/a.wav", "m", None, None, origin="https://gw:443/v1")
     True
     >>> request_cache_key(None, None, call) is None
     True
@@ -501,7 +505,9 @@ def request_cache_key(
         identity = normalize_audio(value).identity()
     except ValueError:  # AudioInputError and ConfigurationError included
         return None
-    return cache_key(identity, call.model, lang, call.provider_json, call.options_json)
+    return cache_key(
+        identity, call.model, lang, call.provider_json, call.options_json, origin=call.origin
+    )
 
 
 def _serve_from_cache(
@@ -657,6 +663,8 @@ async def run_request(request: TranscribeRequest, *, inside_loop: bool = True) -
     result = BatchResult.empty(n)
     spend: RunSpend | None = None
     store = resolve_cache(request.cache)
+    if store is not None:  # an unwritable cache is said once, before anything is paid for
+        await asyncio.to_thread(store.check_writable)
     sender = _RunClient(request.client, request.concurrency, inside_loop)
     try:
         call = sender.client.prepare(
@@ -696,6 +704,12 @@ async def run_request(request: TranscribeRequest, *, inside_loop: bool = True) -
                 # Long files leave ``todo`` here: their chunks are queued while sending.
                 await long.split(todo)
                 await _send_all(todo, sender, request, store, result, bar, spend, long)
+        except UnknownModelError as err:
+            if not err.available_models:  # name what the gateway serves, when it says
+                catalog = await asyncio.to_thread(fetch_catalog, sender.client)
+                models = [m["id"] for m in catalog if isinstance(m.get("id"), str)]
+                err.with_available_models(models)
+            raise
         except TimeoutError:
             if errors == "raise":
                 raise APITimeoutError(f"batch deadline of {deadline} s reached") from None
@@ -713,7 +727,7 @@ async def run_request(request: TranscribeRequest, *, inside_loop: bool = True) -
     finally:
         try:
             if store is not None:
-                await asyncio.shield(asyncio.to_thread(store.flush))
+                await asyncio.shield(asyncio.to_thread(store.try_flush))
         finally:
             await sender.aclose()
     result.elapsed = time.monotonic() - started
@@ -932,7 +946,7 @@ async def _send_all(
         while True:
             await asyncio.sleep(flush_interval)
             if store.pending >= 1:
-                await asyncio.to_thread(store.flush)
+                await asyncio.to_thread(store.try_flush)
 
     if long is not None:
         long.start(enqueue, add_unit, settle, bar)
@@ -992,14 +1006,17 @@ def run_sync(make_coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
                 done.set()
 
     thread = threading.Thread(target=target, name="phaseo-notebook-batch", daemon=True)
-    thread.start()
     try:
+        # Started inside the try: a Ctrl-C landing in start() must still cancel the run.
+        thread.start()
         # An Event, not thread.join(): on Python 3.11 a KeyboardInterrupt landing inside
         # join() marks the still-running thread as stopped, so the join below would return
         # at once and the process could exit before the final cache flush.
         while not done.wait(0.05):
             pass
     except KeyboardInterrupt:
+        if thread.ident is None:  # interrupted before the run began: nothing to save
+            raise
         ready.wait()
         loop, task = box.get("loop"), box.get("task")
         if loop is not None and task is not None and not loop.is_closed():

@@ -6,13 +6,15 @@ second process sharing the directory) sees either the whole part or nothing, and
 process loses only what it had not flushed. ``pd.read_parquet(cache_dir)`` reads the cache as
 one table; hidden names are skipped by Parquet dataset readers.
 
-Keys are content-addressed: sha256 over a format version, the audio identity (sha256 of the
+Keys are content-addressed: sha256 over a format version, the origin that answers (the
+gateway's scheme, host, port and path, or ``embedded:``), the audio identity (sha256 of the
 bytes, or the URL), the model, the language and the canonical provider options. Only
 successes are stored; the API key is never part of a row.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import json
@@ -28,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ._constants import ENV_CACHE_DIR
 from ._exceptions import CacheError
@@ -47,7 +50,19 @@ __all__ = ["CACHE_FORMAT_VERSION", "CACHE_SCHEMA", "Cache", "CacheRecord", "cach
 log = logging.getLogger("phaseo_notebook")
 
 #: Bump when the meaning of a key or a row changes: old rows then simply stop matching.
-CACHE_FORMAT_VERSION = 1
+#: 2: the key holds the gateway's origin (rows written before it are never served again).
+CACHE_FORMAT_VERSION = 2
+
+#: A part must hold at least this many bytes on disk per row. Every real row carries a
+#: sha256 key (32 bytes of entropy, so never compressed below that), which puts real parts
+#: at 150+ bytes a row; a part claiming more rows than this allows was not written here
+#: and is refused from its footer, before its rows are read.
+MIN_PART_BYTES_PER_ROW = 16
+#: A part whose data expands beyond this many times its size on disk (and beyond
+#: :data:`MAX_EXPANDED_FLOOR` bytes) is refused the same way.
+MAX_EXPANSION = 200
+MAX_EXPANDED_FLOOR = 64 * 1024 * 1024
+_READ_COLUMNS = ("key", "text", "raw")
 
 CACHE_SCHEMA = pa.schema(
     [
@@ -69,6 +84,8 @@ def cache_key(
     language: str | None,
     provider: str | None,
     options: str | None = None,
+    *,
+    origin: str = "",
 ) -> str:
     """The cache key of one request.
 
@@ -83,6 +100,10 @@ def cache_key(
     options
         Canonical JSON of the optional request fields that are set (timestamps, prompt,
         temperature), or None; keys of requests without them are as they always were.
+    origin
+        Who answers: the gateway's ``scheme://host:port/path`` or ``"embedded:"`` for the
+        in-process engine (see ``_base_client.call_origin``), so text from one gateway is
+        never served as another's answer under the same model name.
 
     Examples
     --------
@@ -91,8 +112,10 @@ def cache_key(
     False
     >>> len(a)
     64
+    >>> a == cache_key("url:https://x/a.wav", "m", None, None, origin="https://gw:443/v1")
+    False
     """
-    fields = [f"v{CACHE_FORMAT_VERSION}", identity, model, language or "", provider or ""]
+    fields = [f"v{CACHE_FORMAT_VERSION}", origin, identity, model, language or "", provider or ""]
     if options is not None:
         fields.append(options)
     material = "\x1f".join(fields)
@@ -164,6 +187,14 @@ class Cache:
         self._raws: list[str] = []
         self._index: dict[str, int] = {}
         self.damaged: dict[str, str] = {}
+        #: Rows skipped as unusable (a null key, text or body, a body that is not a JSON
+        #: object), by part file; the rest of the part is used.
+        self.damaged_rows: dict[str, int] = {}
+        # Where each part's rows start in the loaded columns, to name a row's part.
+        self._part_starts: list[int] = []
+        self._part_names: list[str] = []
+        #: Why this cache stopped writing (directory and OS error), or None while it writes.
+        self.write_error: str | None = None
 
     def __repr__(self) -> str:
         return f"Cache({str(self.path)!r})"
@@ -177,9 +208,39 @@ class Cache:
             raise CacheError(f"cannot list cache directory {str(self.path)!r}: {err}") from err
         return sorted(n for n in names if is_part_name(n))
 
+    def _check_footer(self, part: str) -> None:
+        """Refuse a part from its footer alone: absurd row counts or sizes, wrong types.
+
+        Raises
+        ------
+        ValueError
+            Naming what is wrong; the caller records the part as damaged.
+        """
+        meta = self._store.metadata(part)
+        size = self._store.size(part)
+        rows = meta.num_rows
+        if rows * MIN_PART_BYTES_PER_ROW > size:
+            raise ValueError(
+                f"holds {rows} rows in {size} bytes (under {MIN_PART_BYTES_PER_ROW} bytes a"
+                " row): not a part this cache wrote"
+            )
+        expanded = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        if expanded > max(MAX_EXPANDED_FLOOR, MAX_EXPANSION * size):
+            raise ValueError(
+                f"expands from {size} to {expanded} bytes: not a part this cache wrote"
+            )
+        schema = meta.schema.to_arrow_schema()
+        for name in _READ_COLUMNS:
+            if name not in schema.names:
+                raise ValueError(f"not a cache part: no {name} column")
+            kind = schema.field(name).type
+            if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+                raise ValueError(f"column {name} holds {kind}, not strings")
+
     def _read_part(self, part: str) -> pa.Table | None:
         try:
-            table = self._store.read_table(part, columns=["key", "text", "raw"])
+            self._check_footer(part)
+            table = self._store.read_table(part, columns=list(_READ_COLUMNS))
         except FileNotFoundError:
             return None  # removed by a compaction in another process; its rows moved on
         except Exception as err:  # a damaged file must not take the whole cache down
@@ -187,7 +248,31 @@ class Cache:
                 log.warning("skipping damaged cache part %s: %s", part, err)
             self.damaged[part] = f"{type(err).__name__}: {err}"
             return None
-        return table
+        return self._usable_rows(part, table)
+
+    def _usable_rows(self, part: str, table: pa.Table) -> pa.Table:
+        """The rows of a part that can be served: a key, a text and a JSON object body."""
+        raw = table.column("raw")
+        ok = pc.and_(
+            pc.and_(pc.is_valid(table.column("key")), pc.is_valid(table.column("text"))),
+            pc.and_(
+                pc.fill_null(pc.starts_with(raw, "{"), False),
+                pc.fill_null(pc.ends_with(raw, "}"), False),
+            ),
+        )
+        bad = len(table) - pc.sum(ok).as_py() if len(table) else 0
+        if not bad:
+            return table
+        self._damaged_row(part, bad)
+        return table.filter(ok)
+
+    def _damaged_row(self, part: str, count: int = 1) -> None:
+        if part not in self.damaged_rows:
+            log.warning("skipping unusable rows of cache part %s", part)
+        self.damaged_rows[part] = self.damaged_rows.get(part, 0) + count
+
+    def _part_of(self, position: int) -> str:
+        return self._part_names[bisect.bisect_right(self._part_starts, position) - 1]
 
     def refresh(self) -> None:
         """Read part files that appeared since the last call (other runs, other processes)."""
@@ -199,6 +284,8 @@ class Cache:
                 if table is None:
                     continue
                 self._seen.add(part)
+                self._part_starts.append(len(self._keys))
+                self._part_names.append(part)
                 self._append_columns(
                     table.column("key").to_pylist(),
                     table.column("text").to_pylist(),
@@ -282,10 +369,27 @@ class Cache:
         texts = self._texts
         from_body = TranscriptionResult.from_body
         answers: dict[str, TranscriptionResult] = {}
-        for (key, pos), raw in zip(found.items(), self.raws_at(list(found.values())), strict=True):
+        try:
+            raws: list[dict[str, Any] | None] = list(self.raws_at(list(found.values())))
+        except ValueError:  # a body that is not JSON: parse one by one, skip the bad ones
+            raws = [self._parsed_raw(pos) for pos in found.values()]
+        for (key, pos), raw in zip(found.items(), raws, strict=True):
+            if raw is None:
+                continue  # a miss: the request is sent again
             raw["text"] = texts[pos]
             answers[key] = from_body(raw)
         return answers
+
+    def _parsed_raw(self, position: int) -> dict[str, Any] | None:
+        try:
+            value = json.loads(self._raws[position])
+        except (ValueError, RecursionError):
+            value = None
+        if not isinstance(value, dict):
+            with self._lock:
+                self._damaged_row(self._part_of(position))
+            return None
+        return value
 
     def get(self, key: str) -> str | None:
         """The cached text for one key, or None.
@@ -302,9 +406,80 @@ class Cache:
     # ---------------------------------------------------------------- writing
 
     def add(self, records: Iterable[CacheRecord]) -> None:
-        """Queue successes; they reach disk at the next :meth:`flush`."""
+        """Queue successes; they reach disk at the next :meth:`flush`.
+
+        Dropped once writing has failed (:attr:`write_error`): the run goes on uncached.
+        """
+        if self.write_error is not None:
+            return
         with self._lock:
             self._pending.extend(records)
+
+    def check_writable(self) -> bool:
+        """Probe, before a run sends anything, that parts can be written here.
+
+        A local directory is created if needed and a hidden probe file is written and
+        removed. On failure writing is turned off with one warning (see :meth:`try_flush`)
+        and False is returned; a later successful probe turns it back on. Stores at an
+        fsspec URL are not probed (a probe would cost an upload): their failures show at
+        the first flush.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> Cache(tempfile.mkdtemp()).check_writable()
+        True
+        """
+        if not isinstance(self._store, LocalParts):
+            return self.write_error is None
+        probe = self._store.path / f".{PART_PREFIX}probe-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            self._store.path.mkdir(parents=True, exist_ok=True)
+            with open(probe, "wb") as fh:
+                fh.write(b"\0")
+            probe.unlink()
+        except OSError as err:
+            self._stop_writing(err)
+            return False
+        self.write_error = None
+        return True
+
+    def try_flush(self) -> int:
+        """:meth:`flush`, but a write failure never raises: paid results stay with the run.
+
+        The first failure logs one warning naming the directory and the OS error, drops
+        what was queued, and turns writing off for this object (:attr:`write_error`); the
+        run goes on uncached and returns its results.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> Cache(tempfile.mkdtemp()).try_flush()
+        0
+        """
+        if self.write_error is not None:
+            with self._lock:
+                self._pending = []
+            return 0
+        try:
+            return self.flush()
+        except CacheError as err:
+            cause = err.__cause__
+            self._stop_writing(cause if isinstance(cause, OSError) else err)
+            return 0
+
+    def _stop_writing(self, err: BaseException) -> None:
+        with self._lock:
+            self._pending = []
+            first = self.write_error is None
+            self.write_error = f"{type(err).__name__}: {err}"
+        if first:
+            log.warning(
+                "cannot write to cache directory %r (%s): this run continues uncached and"
+                " returns its results, but they are not saved for the next run",
+                str(self.path),
+                self.write_error,
+            )
 
     @property
     def pending(self) -> int:
@@ -342,6 +517,8 @@ class Cache:
             raise CacheError(f"cannot write to cache directory {str(self.path)!r}: {err}") from err
         with self._lock:
             self._seen.add(name)
+            self._part_starts.append(len(self._keys))
+            self._part_names.append(name)
             self._append_columns(
                 table.column("key").to_pylist(),
                 table.column("text").to_pylist(),
@@ -358,10 +535,7 @@ class Cache:
             For a Parquet file that is not a cache part (no ``key`` or ``text`` column): read
             with the cache schema it would otherwise turn into rows of nulls.
         """
-        names = self._store.column_names(part)
-        missing = [name for name in ("key", "text") if name not in names]
-        if missing:
-            raise ValueError(f"not a cache part: no {' or '.join(missing)} column")
+        self._check_footer(part)
         return self._store.read_table(part, schema=CACHE_SCHEMA)
 
     # ------------------------------------------------------------- management
@@ -393,22 +567,32 @@ class Cache:
         Returns
         -------
         dict
-            ``path``, ``parts`` (files), ``rows``, ``keys`` (distinct), ``bytes`` on disk,
-            ``damaged`` (file name -> reason) and ``pending`` (not yet flushed).
+            ``path``, ``parts`` (files), ``rows`` (usable), ``keys`` (distinct), ``bytes``
+            on disk, ``damaged`` (file name -> reason), ``damaged_rows`` (file name ->
+            rows skipped as unusable) and ``pending`` (not yet flushed).
 
         Examples
         --------
         >>> import tempfile
         >>> sorted(Cache(tempfile.mkdtemp()).info())
-        ['bytes', 'damaged', 'keys', 'parts', 'path', 'pending', 'rows']
+        ['bytes', 'damaged', 'damaged_rows', 'keys', 'parts', 'path', 'pending', 'rows']
         """
         parts = self._part_files()
         rows = 0
         keys: set[str] = set()
+        self.damaged_rows.clear()  # counted afresh: every part is read again here
         for part in parts:
             table = self._read_part(part)
             if table is None:
                 continue
+            for raw in table.column("raw").to_pylist():  # the bodies a lookup would parse
+                try:
+                    usable = isinstance(json.loads(raw), dict)
+                except (ValueError, RecursionError):
+                    usable = False
+                if not usable:
+                    self._damaged_row(part)
+                    rows -= 1
             rows += table.num_rows
             keys.update(table.column("key").to_pylist())
         size = 0
@@ -422,6 +606,7 @@ class Cache:
             "keys": len(keys),
             "bytes": size,
             "damaged": dict(self.damaged),
+            "damaged_rows": dict(self.damaged_rows),
             "pending": self.pending,
         }
 
@@ -444,6 +629,8 @@ class Cache:
             self._keys, self._texts, self._raws = [], [], []
             self._index.clear()
             self.damaged.clear()
+            self.damaged_rows.clear()
+            self._part_starts, self._part_names = [], []
         return removed
 
     def compact(self) -> dict[str, int]:
@@ -494,6 +681,7 @@ class Cache:
             self._seen = {name}
             self._keys, self._texts, self._raws = [], [], []
             self._index.clear()
+            self._part_starts, self._part_names = [0], [name]
             self._append_columns(
                 merged.column("key").to_pylist(),
                 merged.column("text").to_pylist(),

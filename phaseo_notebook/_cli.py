@@ -824,6 +824,8 @@ def _run_cache(args: argparse.Namespace) -> int:
                     print(f"{key}: {info[key]}")
                 for name, reason in info["damaged"].items():
                     print(f"damaged: {name}: {reason}")
+                for name, count in info["damaged_rows"].items():
+                    print(f"damaged rows: {name}: {count} skipped")
         elif args.action == "clear":
             removed = cache.clear()
             print(f"removed {removed} file(s) from {cache.path}")

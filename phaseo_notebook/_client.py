@@ -21,8 +21,10 @@ import httpx
 
 from . import _base_client as B
 from . import _constants as C
+from . import _redact
 from ._audio import AudioSource, coerce_download, normalize_audio
 from ._exceptions import APIConnectionError, APIError, APITimeoutError, AudioInputError
+from ._response_limit import CappedAsyncTransport, too_large
 from ._types import ProviderOptions, TranscriptionResult, coerce_provider
 from ._wire import AiohttpSender, LazyAiohttpTransport
 
@@ -83,6 +85,9 @@ class _BaseClient:
         # Switched to "file" for the rest of this client's life once a gateway says so.
         self._upload_mode: B.UploadMode = "contract"
         self._headers = B.default_headers(self._config.api_key)
+        key = self._config.api_key
+        if key and len(key) >= B.MIN_REDACTED_KEY_LENGTH:
+            _redact.protect_logs(key)  # the HTTP libraries' DEBUG logs print raw headers
 
     @property
     def base_url(self) -> str:
@@ -190,6 +195,7 @@ class _BaseClient:
             temperature=temperature,
             provider_json=options.to_json() if options is not None else None,
             options_json=B.options_json(timestamps, prompt, temperature),
+            origin=B.call_origin(self.base_url, embedded=embedded),
         )
 
     def _answers_in_process(self, model: str) -> bool:
@@ -431,8 +437,12 @@ class Client(_BaseClient):
             if response.is_stream_consumed:  # a transport that answers from memory
                 return response
             chunks = []
+            size, cap = 0, C.MAX_RESPONSE_BYTES
             for chunk in response.iter_raw():
                 chunks.append(chunk)
+                size += len(chunk)
+                if size > cap:  # a gateway cannot make the client hold more than this
+                    raise too_large(response.status_code, cap)
                 if deadline is not None and time.monotonic() > deadline:
                     raise httpx.ReadTimeout(
                         f"no complete answer within {limit:g} s", request=response.request
@@ -615,7 +625,9 @@ class AsyncClient(_BaseClient):
                 )
             )
         self._http = httpx.AsyncClient(
-            timeout=self.timeout, transport=transport, event_hooks={"request": [_read_get_body]}
+            timeout=self.timeout,
+            transport=CappedAsyncTransport(transport, C.MAX_RESPONSE_BYTES),
+            event_hooks={"request": [_read_get_body]},
         )
         self._embedded_http: httpx.AsyncClient | None = None
 

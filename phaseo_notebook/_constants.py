@@ -31,6 +31,9 @@ RETRYABLE_STATUS_CODES = frozenset({408, 409, 429, 500, 502, 503, 504})
 # Input limits (the live gateway's per-file limit for most models).
 MAX_AUDIO_BYTES = 25 * 1000 * 1000
 MAX_URL_LENGTH = 8192
+#: The most bytes of one answer the client reads (as sent, before any decompression);
+#: a transcript, even with word timestamps for hours of audio, is far smaller.
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 #: Extensions the live gateway accepts for a `file` part.
 AUDIO_EXTENSIONS = frozenset(

@@ -13,8 +13,10 @@ Every error the package raises on purpose is a :class:`PhaseoError`::
         ├── APIConnectionError      no answer: refused, reset, dropped
         │   └── APITimeoutError     no answer in time
         ├── APIResponseError        an answer that is not a usable body (truncated, not JSON, no text)
+        │   └── ResponseTooLargeError an answer over the size the client reads (never retried)
         └── APIStatusError          an HTTP error status, with the gateway's error body
             ├── BadRequestError          400
+            │   └── UnknownModelError    400 unsupported model (or a 404 naming the model)
             ├── AuthenticationError      401
             ├── PaymentRequiredError     402
             ├── PermissionDeniedError    403
@@ -32,6 +34,7 @@ Status errors carry ``status_code``, the gateway's error ``code``, ``description
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
@@ -56,6 +59,8 @@ __all__ = [
     "PermissionDeniedError",
     "PhaseoError",
     "RateLimitError",
+    "ResponseTooLargeError",
+    "UnknownModelError",
     "UnprocessableEntityError",
 ]
 
@@ -178,6 +183,14 @@ class APIResponseError(APIError):
         return (rebuild, self.args, self.__dict__)
 
 
+class ResponseTooLargeError(APIResponseError):
+    """The gateway's answer is larger than the client reads (see ``MAX_RESPONSE_BYTES``).
+
+    Never retried: the same request would get the same answer. The client stops reading
+    at the limit, so such an answer costs at most that much memory.
+    """
+
+
 class APIStatusError(APIError):
     """The gateway answered with an HTTP error status.
 
@@ -245,6 +258,65 @@ class PermissionDeniedError(APIStatusError):
 
 class NotFoundError(APIStatusError):
     """404: the endpoint does not exist at this base URL."""
+
+
+class UnknownModelError(BadRequestError, NotFoundError):
+    """The gateway does not serve the model: fatal for a run, as a bad key is.
+
+    A 400 ``unsupported_model_or_endpoint`` (what the gateway answers), or a 404 whose code
+    names a model (``model_not_found``, as OpenAI-style gateways answer). It is both a
+    :class:`BadRequestError` and a :class:`NotFoundError`, so code catching either sees it.
+
+    Attributes
+    ----------
+    available_models
+        The models the gateway serves, when it says (in its error body or its catalog);
+        empty when it does not.
+
+    Examples
+    --------
+    >>> err = UnknownModelError("no such model", status_code=400, available_models=["a/b"])
+    >>> err.available_models, "a/b" in str(err)
+    (('a/b',), True)
+    """
+
+    def __init__(
+        self,
+        description: str,
+        *,
+        status_code: int,
+        code: str | None = None,
+        request_id: str | None = None,
+        body: Any = None,
+        available_models: Sequence[str] = (),
+    ) -> None:
+        self.available_models: tuple[str, ...] = tuple(available_models)
+        super().__init__(
+            description, status_code=status_code, code=code, request_id=request_id, body=body
+        )
+        self._name_models()
+
+    def with_available_models(self, models: Sequence[str]) -> UnknownModelError:
+        """This error, naming ``models`` (taken from the gateway's catalog) in its message."""
+        self.available_models = tuple(models)
+        self._name_models()
+        return self
+
+    def _name_models(self) -> None:
+        models = self.available_models
+        if models and not all(m in self.description for m in models):
+            self.args = (f"{self.args[0]}; the gateway serves: {', '.join(models)}",)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        rebuild = functools.partial(
+            type(self),
+            status_code=self.status_code,
+            code=self.code,
+            request_id=self.request_id,
+            body=self.body,
+            available_models=self.available_models,
+        )
+        return (rebuild, (self.description,), self.__dict__)
 
 
 class ConflictError(APIStatusError):

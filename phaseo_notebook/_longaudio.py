@@ -314,7 +314,14 @@ class LongAudio:
                 options_json=options_json(call.timestamps, prompt, call.temperature),
             )
         identity = chunk.identity(f.job.identity)
-        key = cache_key(identity, call.model, call.language, call.provider_json, call.options_json)
+        key = cache_key(
+            identity,
+            call.model,
+            call.language,
+            call.provider_json,
+            call.options_json,
+            origin=call.origin,
+        )
         if self.store is not None:
             cached = self.store.get_many([key]).get(key)
             if cached is not None:

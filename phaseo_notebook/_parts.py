@@ -110,6 +110,10 @@ class LocalParts:
         names: list[str] = pq.read_schema(self.path / name).names
         return names
 
+    def metadata(self, name: str) -> pq.FileMetaData:
+        """The part's Parquet footer (row counts, schema, sizes) without reading its data."""
+        return pq.read_metadata(self.path / name)
+
     def write(self, table: pa.Table, name: str) -> None:
         """Publish ``table`` as part ``name``: whole or not at all."""
         self.path.mkdir(parents=True, exist_ok=True)
@@ -171,6 +175,11 @@ class FsspecParts:
         with self.fs.open(self._full(name), "rb") as fh:
             names: list[str] = pq.read_schema(fh).names
         return names
+
+    def metadata(self, name: str) -> pq.FileMetaData:
+        """The part's Parquet footer (row counts, schema, sizes) without reading its data."""
+        with self.fs.open(self._full(name), "rb") as fh:
+            return pq.read_metadata(fh)
 
     def write(self, table: pa.Table, name: str) -> None:
         buffer = pa.BufferOutputStream()

@@ -24,6 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from . import _constants as C
+from ._response_limit import too_large
+
 if TYPE_CHECKING:
     import aiohttp
 
@@ -181,7 +184,7 @@ class AiohttpSender:
             compress=False,
             timeout=self._client_timeout,
         ) as resp:
-            content = await resp.read()
+            content = await _read_capped(resp)
             status, raw_headers, reason = resp.status, resp.raw_headers, resp.reason
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
         if reason:
@@ -195,6 +198,29 @@ class AiohttpSender:
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
+
+
+async def _read_capped(resp: Any) -> bytes:
+    """The body of an aiohttp response, refused past ``MAX_RESPONSE_BYTES``.
+
+    An answer of announced length within the cap is read in one call (the common case);
+    one without a length is read chunk by chunk and stopped at the cap.
+    """
+    cap = C.MAX_RESPONSE_BYTES
+    length = resp.content_length
+    if length is not None and length <= cap:
+        body: bytes = await resp.read()
+        return body
+    if length is not None:
+        raise too_large(resp.status, cap)
+    chunks = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > cap:
+            raise too_large(resp.status, cap)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class LazyAiohttpTransport(httpx.AsyncBaseTransport):

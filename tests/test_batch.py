@@ -19,6 +19,7 @@ import phaseo_notebook as pn
 from phaseo_notebook._batch import AimdPolicy, transcribe_many_sync
 from phaseo_notebook._engines import fake_transcript
 
+from ._sigint import with_default_sigint
 from .conftest import REPO_ROOT, make_wav
 
 
@@ -374,8 +375,11 @@ def _start_runner(
     script = tmp_path / "runner.py"
     script.write_text(RUNNER.format(root=str(REPO_ROOT)))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Ctrl-C must reach the child even when this test run was started with SIGINT ignored.
     proc = subprocess.Popen(
-        [sys.executable, str(script), str(n), gw.url, gw.api_key or "", str(cache)],
+        with_default_sigint(
+            [sys.executable, str(script), str(n), gw.url, gw.api_key or "", str(cache)]
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -12,7 +12,7 @@ import pytest
 
 import phaseo_notebook as pn
 from phaseo_notebook._audio import normalize_audio
-from phaseo_notebook._cache import CacheRecord, cache_key
+from phaseo_notebook._cache import CACHE_FORMAT_VERSION, CacheRecord, cache_key
 
 from .conftest import REPO_ROOT, make_wav
 
@@ -44,7 +44,7 @@ def test_key_covers_every_part_of_the_request() -> None:
 
 def test_key_includes_the_format_version(monkeypatch: pytest.MonkeyPatch) -> None:
     before = cache_key("sha", "m", None, None)
-    monkeypatch.setattr("phaseo_notebook._cache.CACHE_FORMAT_VERSION", 2)
+    monkeypatch.setattr("phaseo_notebook._cache.CACHE_FORMAT_VERSION", CACHE_FORMAT_VERSION + 1)
     assert cache_key("sha", "m", None, None) != before
 
 

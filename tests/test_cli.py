@@ -21,6 +21,7 @@ import pytest
 import phaseo_notebook as pn
 from phaseo_notebook._engines import fake_transcript
 
+from ._sigint import with_default_sigint
 from .conftest import REPO_ROOT, make_wav
 
 TIMEOUT = 120
@@ -335,7 +336,9 @@ def test_ctrl_c_keeps_finished_rows_and_exits_130(tmp_path: Path) -> None:
         assert gw.api_key is not None
         env = {**os.environ, "PHASEO_API_KEY": gw.api_key, "PHASEO_BASE_URL": gw.url}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "phaseo_notebook", "transcribe", str(folder), *options],
+            with_default_sigint(
+                [sys.executable, "-m", "phaseo_notebook", "transcribe", str(folder), *options]
+            ),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import phaseo_notebook as pn
+from phaseo_notebook._base_client import call_origin
 from phaseo_notebook._batch import transcribe_many_sync
 from phaseo_notebook._cache import cache_key
 from phaseo_notebook._engines import fake_transcript
@@ -54,10 +55,13 @@ def clips(n: int) -> list[bytes]:
     return [make_wav(i, seconds=0.02) for i in range(n)]
 
 
-def expected_texts(audio: list[bytes]) -> dict[str, str]:
-    """Cache key -> the text the fake engine gives, for every input."""
+def expected_texts(audio: list[bytes], gateway_url: str) -> dict[str, str]:
+    """Cache key -> the text the fake engine gives, for every input sent to that gateway."""
+    origin = call_origin(gateway_url)
     return {
-        cache_key(hashlib.sha256(a).hexdigest(), MODEL, None, None): fake_transcript(a)
+        cache_key(hashlib.sha256(a).hexdigest(), MODEL, None, None, origin=origin): (
+            fake_transcript(a)
+        )
         for a in audio
     }
 
@@ -100,13 +104,13 @@ TRIALS = ("random", "flush", "random", "flush", "flush")
 def test_repeated_sigkill_never_leaves_an_unreadable_cache(tmp_path: Path) -> None:
     n, cache = 3000, tmp_path / "cache"
     audio = clips(n)
-    expected = expected_texts(audio)
     script = tmp_path / "runner.py"
     script.write_text(RUNNER.format(root=str(REPO_ROOT), model=MODEL))
     rng = random.Random(int.from_bytes(os.urandom(4), "big"))
     rows_seen = [0]
     mid_write = 0
     with pn.LocalGateway(faults=pn.Faults(latency=0.02)) as gw:
+        expected = expected_texts(audio, gw.url)
         for trial, when in enumerate(TRIALS):
             proc = subprocess.Popen(
                 [sys.executable, str(script), str(n), gw.url, gw.api_key or "", str(cache)],

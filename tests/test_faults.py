@@ -19,6 +19,7 @@ import pytest
 
 import phaseo_notebook as pn
 from phaseo_notebook import _constants as C
+from phaseo_notebook._base_client import call_origin
 from phaseo_notebook._batch import transcribe_many_sync
 from phaseo_notebook._cache import cache_key
 from phaseo_notebook._engines import fake_transcript
@@ -55,8 +56,9 @@ def clips(n: int, offset: int = 0) -> list[bytes]:
     return [make_wav(offset + i, seconds=0.02) for i in range(n)]
 
 
-def expected_key(audio: bytes, model: str = "local/fake") -> str:
-    return cache_key(hashlib.sha256(audio).hexdigest(), model, None, None)
+def expected_key(audio: bytes, gateway_url: str, model: str = "local/fake") -> str:
+    origin = call_origin(gateway_url)
+    return cache_key(hashlib.sha256(audio).hexdigest(), model, None, None, origin=origin)
 
 
 def test_2000_rows_with_30_percent_transient_faults_all_succeed_once(
@@ -90,7 +92,7 @@ def test_2000_rows_with_30_percent_transient_faults_all_succeed_once(
     table = pd.read_parquet(cache)
     assert table["key"].is_unique
     assert len(table) == len(audio)
-    assert set(table["key"]) == {expected_key(a) for a in audio}
+    assert set(table["key"]) == {expected_key(a, client.base_url) for a in audio}
     # The faults really happened, in every kind, and each was retried.
     retried = [r.getMessage() for r in caplog.records if r.getMessage().startswith("retrying")]
     for reason in (

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import phaseo_notebook as pn
-from phaseo_notebook._base_client import ClientSettings, PreparedCall
+from phaseo_notebook._base_client import EMBEDDED_ORIGIN, ClientSettings, PreparedCall
 from phaseo_notebook._batch import request_cache_key, run_request_sync
 from phaseo_notebook._cache import cache_key
 from phaseo_notebook._engines import fake_transcript
@@ -76,15 +76,18 @@ def test_request_cache_key_is_the_key_the_engine_and_the_cache_use(tmp_path: Pat
     wav = make_wav(2)
     path = tmp_path / "clip.wav"
     path.write_bytes(wav)
-    call = PreparedCall(model="local/fake")
+    # What a run of local/fake with no gateway configured prepares: answered in-process.
+    call = PreparedCall(model="local/fake", route="embedded", origin=EMBEDDED_ORIGIN)
     import hashlib
 
     identity = hashlib.sha256(wav).hexdigest()
-    expected = cache_key(identity, "local/fake", None, None)
+    expected = cache_key(identity, "local/fake", None, None, origin=EMBEDDED_ORIGIN)
     # The same bytes behind a path and in memory share one key.
     assert request_cache_key(str(path), None, call) == expected
     assert request_cache_key(wav, None, call) == expected
-    assert request_cache_key(wav, " en ", call) == cache_key(identity, "local/fake", "en", None)
+    assert request_cache_key(wav, " en ", call) == cache_key(
+        identity, "local/fake", "en", None, origin=EMBEDDED_ORIGIN
+    )
     assert request_cache_key(str(tmp_path / "missing.wav"), None, call) is None
     assert request_cache_key(wav, 5, call) is None
     cache = pn.Cache(tmp_path / "cache")

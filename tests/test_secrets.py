@@ -566,7 +566,7 @@ def test_a_saved_notebook_holds_no_key(tmp_path: Path, monkeypatch: pytest.Monke
     # The notebook really ran against the gateway with the key, and failed where it should.
     assert served >= 13
     errors = [o["ename"] for c in nb.cells for o in c.outputs if o.output_type == "error"]
-    assert errors == ["BadRequestError", "ConfigurationError", "AudioInputError"]
+    assert errors == ["UnknownModelError", "ConfigurationError", "AudioInputError"]
     assert "DEBUG" in text and "retrying" in text
     assert KEY not in text
     assert KEY not in json.dumps(nb)  # the escaped form too
