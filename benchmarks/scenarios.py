@@ -290,11 +290,17 @@ def run_contender(name: str, cfg: Config) -> dict[str, Any]:
 # --------------------------------------------------------------------------- scenarios
 
 
+def _gateway_origin() -> str:
+    """The gateway origin the engine puts in its cache keys (from the environment's client)."""
+    with pn.Client() as client:
+        return client.prepare(MODEL).origin
+
+
 def run_cached(cfg: Config) -> dict[str, Any]:
     """A rerun of ``cfg["rows"]`` URL rows whose results are all in the cache.
 
     The cache is prefilled through :meth:`Cache.add` with the keys the engine computes
-    (``cache_key`` of the audio identity, model, language and provider): sending the rows
+    (``cache_key`` of the audio identity, model, language, provider and gateway origin): sending the rows
     once would take longer than the whole benchmark. The rerun sending zero requests shows
     that every prefilled key is the one the engine looks for.
 
@@ -305,12 +311,15 @@ def run_cached(cfg: Config) -> dict[str, Any]:
     """
     rows = int(cfg["rows"])
     urls = [f"https://example.invalid/clip-{i}.wav" for i in range(rows)]
+    origin = _gateway_origin()
     with tempfile.TemporaryDirectory(prefix="phaseo-bench-cache-") as tmp:
         prefill = pn.Cache(tmp)
         for start in range(0, rows, _PREFILL_PART_ROWS):
             prefill.add(
                 CacheRecord(
-                    key=cache_key(normalize_audio(url).identity(), MODEL, None, None),
+                    key=cache_key(
+                        normalize_audio(url).identity(), MODEL, None, None, origin=origin
+                    ),
                     identity="url:" + url,
                     model=MODEL,
                     language=None,
@@ -379,6 +388,7 @@ def run_cached_files(cfg: Config) -> dict[str, Any]:
     if cfg["phase"] == "prepare":
         audio_dir.mkdir(parents=True, exist_ok=True)
         prefill = pn.Cache(cache_dir)
+        origin = _gateway_origin()
         for start in range(0, rows, _PREFILL_PART_ROWS):
             records = []
             for i in range(start, min(rows, start + _PREFILL_PART_ROWS)):
@@ -387,7 +397,7 @@ def run_cached_files(cfg: Config) -> dict[str, Any]:
                 identity = normalize_audio(audio).identity()
                 records.append(
                     CacheRecord(
-                        key=cache_key(identity, MODEL, None, None),
+                        key=cache_key(identity, MODEL, None, None, origin=origin),
                         identity=identity,
                         model=MODEL,
                         language=None,
