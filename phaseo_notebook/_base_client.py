@@ -287,6 +287,29 @@ def is_local_model(model: str) -> bool:
     return model.startswith(C.LOCAL_MODEL_PREFIX)
 
 
+def runs_in_process(
+    model: str | None, config: ResolvedConfig, *, custom_transport: bool = False
+) -> bool:
+    """Whether a call to ``model`` (the default when None) is answered in this process.
+
+    A ``local/*`` model with no base URL configured and no custom transport: the route
+    :meth:`Client.prepare` picks.
+
+    Examples
+    --------
+    >>> cfg = ResolvedConfig(api_key=None, base_url="https://x", base_url_explicit=False)
+    >>> runs_in_process("local/fake", cfg), runs_in_process("openai/whisper-1", cfg)
+    (True, False)
+    """
+    chosen = model or default_model(config)
+    return (
+        chosen is not None
+        and not custom_transport
+        and is_local_model(chosen)
+        and not config.base_url_explicit
+    )
+
+
 def choose_model(model: str | None, config: ResolvedConfig) -> str:
     """The model to use: the given one, or the embedded default when nothing is configured.
 

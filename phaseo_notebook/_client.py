@@ -180,7 +180,7 @@ class _BaseClient:
             B.check_encodable("language", language)
         options = coerce_provider(provider)
         timestamps, prompt, temperature = B.check_call_options(timestamps, prompt, temperature)
-        embedded = self._answers_in_process(chosen)
+        embedded = self.runs_in_process(chosen)
         if embedded:
             B.embedded_notice(chosen)
         else:
@@ -198,13 +198,6 @@ class _BaseClient:
             origin=B.call_origin(self.base_url, embedded=embedded),
         )
 
-    def _answers_in_process(self, model: str) -> bool:
-        return (
-            not self._has_transport
-            and B.is_local_model(model)
-            and not self._config.base_url_explicit
-        )
-
     def runs_in_process(self, model: str | None = None) -> bool:
         """Whether a call to ``model`` (the default model when None) is answered offline, here.
 
@@ -217,8 +210,7 @@ class _BaseClient:
         ...     c.runs_in_process("local/fake"), c.runs_in_process("openai/whisper-1")
         (True, False)
         """
-        chosen = model or B.default_model(self._config)
-        return chosen is not None and self._answers_in_process(chosen)
+        return B.runs_in_process(model, self._config, custom_transport=self._has_transport)
 
     def to_async(self, *, max_connections: int = _DEFAULT_MAX_CONNECTIONS) -> AsyncClient:
         """An :class:`AsyncClient` with these settings and the upload mode this one learnt."""
@@ -496,6 +488,19 @@ def default_model(client: Client | AsyncClient | None = None) -> str | None:
     if client is not None:
         return client.default_model
     return B.default_model(B.resolve_config(None, None))
+
+
+def runs_in_process(model: str | None, client: Client | AsyncClient | None = None) -> bool:
+    """:meth:`Client.runs_in_process` for ``client``, or for one from the environment.
+
+    Examples
+    --------
+    >>> runs_in_process("openai/whisper-1")
+    False
+    """
+    if client is not None:
+        return client.runs_in_process(model)
+    return B.runs_in_process(model, B.resolve_config(None, None))
 
 
 def fetch_catalog(

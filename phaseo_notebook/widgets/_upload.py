@@ -27,7 +27,7 @@ from .._audio import sniff_audio_format
 from .._base_client import is_local_model
 from .._batch import BatchResult, run_request
 from .._cache import Cache, resolve_cache
-from .._client import AsyncClient, Client, default_model, fetch_catalog
+from .._client import AsyncClient, Client, default_model, fetch_catalog, runs_in_process
 from .._estimate import Estimate
 from .._request import CacheArg, TranscribeRequest
 
@@ -241,10 +241,7 @@ def readable_error(name: str, error: str) -> str:
 
 def _offline(model: str | None, client: Client | AsyncClient | None) -> bool:
     """Whether a run with ``model`` is answered in this process (no gateway involved)."""
-    if client is None:
-        with Client() as probe:
-            return probe.runs_in_process(model)
-    return client.runs_in_process(model)
+    return runs_in_process(model, client)
 
 
 def _gateway_catalog(client: Client | AsyncClient | None) -> list[str]:
