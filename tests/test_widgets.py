@@ -558,6 +558,32 @@ def test_review_keeps_an_undecided_edit_as_a_draft_until_the_row_is_decided(
     assert rv.drafts == {}
 
 
+def test_review_drops_keystrokes_that_arrive_after_the_row_changed(frame: pd.DataFrame) -> None:
+    # Under load the page's last keystrokes on a row can reach the kernel after the shortcut
+    # that moved on: they must not land on the next row (as text, draft or decision).
+    rv = pn.widgets.review(frame, audio_col="audio")
+    typed_on_first = rv.editor.shown["context"]
+    edit = rv.editor._handle_custom_msg
+    edit({"edit": "alpha fo", "context": typed_on_first}, [])
+    assert rv.editor.value == "alpha fo" and "<ins>fo</ins>" in rv.diff.value
+    rv.shortcuts._handle_custom_msg(
+        {"action": "accept", "text": "alpha four", "context": rv.shortcuts.context}, []
+    )
+    assert rv.position == 1 and rv.editor.shown["text"] == "bravo"
+    edit({"edit": "alpha four", "context": typed_on_first}, [])  # the late keystroke
+    assert rv.editor.value == "bravo" and rv.editor.shown["text"] == "bravo"
+    rv.skip()
+    assert rv.drafts == {} and rv.df["text_reviewed"].tolist()[0] == "alpha four"
+    # An edit typed on the row shown is taken, and is not pushed back to the page.
+    rv.position = 1
+    shown = dict(rv.editor.shown)
+    edit({"edit": "bravo two", "context": shown["context"]}, [])
+    assert rv.editor.value == "bravo two" and rv.editor.shown == shown
+    # Text set from code is shown on the page.
+    rv.editor.value = "bravo three"
+    assert rv.editor.shown == {"text": "bravo three", "context": shown["context"]}
+
+
 def test_review_refuses_a_key_pressed_before_the_page_showed_the_row(
     frame: pd.DataFrame,
 ) -> None:

@@ -27,6 +27,7 @@ import traitlets
 from .._audio import describe_input, is_missing, normalize_audio
 from .._exceptions import AudioInputError
 from .._frames import OutputColumns, require_column
+from ._editor import make_editor
 from ._shortcuts import make_shortcuts
 from ._store import Decision, DecisionLog
 from ._upload import playable, readable_error
@@ -263,11 +264,8 @@ class ReviewWidget(widgets.VBox):  # type: ignore[misc]
         self.skip_button = button("skip", "Skip", "", "forward")
         self.previous_button = button("previous", "Previous", "", "arrow-left")
         self.next_button = button("next", "Next", "", "arrow-right")
-        self.editor = widgets.Textarea(
-            placeholder="type the transcript",
-            rows=3,
-            layout=widgets.Layout(width="100%"),
-        )
+        self.editor = make_editor(placeholder="type the transcript", rows=3)
+        self.editor.layout.width = "100%"
         self.editor.add_class("phaseo-editor")
         self.editor.observe(self._on_edit, names="value")
         self.original = widgets.HTML()
@@ -617,7 +615,7 @@ class ReviewWidget(widgets.VBox):  # type: ignore[misc]
         """A button or shortcut: errors go to the status line, not to a lost traceback."""
         if text is not None and action in ("next", "previous", "skip") and not self.editor.disabled:
             # The page's text at the key press: an edit typed just before is not lost.
-            self.editor.value = text
+            self.editor.take(text)
         actions: dict[str, Callable[[], None]] = {
             "accept": lambda: self.accept(text),
             "reject": self.reject,
@@ -637,11 +635,14 @@ class ReviewWidget(widgets.VBox):  # type: ignore[misc]
             error=True,
         )
 
-    def _new_context(self) -> None:
-        # After the text box is set: the page applies updates in order, so a key sent with
-        # this context was pressed with this row's text in the box.
+    def _show_text(self, text: str) -> None:
+        """Put ``text`` in the box under a new context (edits typed before it are dropped)."""
         self._renders += 1
-        self.shortcuts.context = f"{self.position}:{self._renders}"
+        context = f"{self.position}:{self._renders}"
+        self.editor.show(text, context)
+        # After the text box: the page applies updates in order, so a key sent with this
+        # context was pressed with this row's text in the box.
+        self.shortcuts.context = context
 
     def _keep_draft(self) -> None:
         row = self._shown_row
@@ -733,8 +734,7 @@ class ReviewWidget(widgets.VBox):  # type: ignore[misc]
             self.original.value = ""
             self.diff.value = ""
             self.player.layout.display = "none"
-            self.editor.value = ""
-            self._new_context()
+            self._show_text("")
             self.counter.value = f"No row to show{in_view}. {tally}."
             return
         i = int(self.position)
@@ -769,10 +769,9 @@ class ReviewWidget(widgets.VBox):  # type: ignore[misc]
         else:
             baseline = original or ""
         text = self._drafts.get(i, baseline)
-        self._shown_row = None  # the assignment below is not an edit
-        self.editor.value = text
+        self._shown_row = None  # showing the text is not an edit
+        self._show_text(text)
         self._shown_row, self._shown_text = i, baseline
-        self._new_context()
         self._show_diff(i, text)
         self.status.value = ""
         # Last: once the page shows "Row i", the row's text and context are there too.
