@@ -20,6 +20,7 @@ import io
 import math
 import os
 import re
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,9 +238,10 @@ class AudioSource:
         if self.path is None:
             raise ValueError("a URL source has no local bytes; download it first")
         try:
-            # A file over one upload is sent as chunks, never read whole: refuse it unread.
-            _check_size(self.path.stat().st_size, self.label)
-            data = self.path.read_bytes()
+            with self.path.open("rb") as fh:
+                # A file over one upload is sent as chunks, never read whole: refuse it unread.
+                _check_size(os.fstat(fh.fileno()).st_size, self.label)
+                data = fh.read()
         except FileNotFoundError as err:
             raise AudioInputError("file does not exist", audio=self.label) from err
         except PermissionError as err:
@@ -415,7 +417,7 @@ def _from_path(text: str) -> AudioSource:
         raise AudioInputError(f"path cannot be used ({err.strerror or err})", audio=label) from err
     except ValueError as err:  # a lone surrogate, which no file name can hold
         raise AudioInputError(f"path cannot be used ({err})", audio=label) from err
-    if path.is_dir():
+    if stat.S_ISDIR(st.st_mode):
         raise AudioInputError("path is a directory, not an audio file", audio=label)
     _check_size(st.st_size, label, MAX_LOCAL_AUDIO_BYTES)
     try:

@@ -506,6 +506,8 @@ def redact_secret(response: httpx.Response, secret: str | None) -> httpx.Respons
     if not secret or len(secret) < MIN_REDACTED_KEY_LENGTH:
         return response
     content = response.content
+    if not _redact.may_carry(secret, content, response.headers.raw):
+        return response
     body = _redact.redact_body(content, secret)
     headers, headers_changed = _redact.redact_headers(response.headers.multi_items(), secret)
     if body is None and not headers_changed:

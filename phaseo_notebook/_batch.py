@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from . import _constants as C
 from ._audio import AudioSource, is_missing, normalize_audio
 from ._base_client import (
     ClientSettings,
@@ -433,8 +434,9 @@ def _plan(
             checked[memo_key] = src
         add_row((i, src, lang))
 
-    # Identities: URLs and in-memory bytes are cheap; files are hashed in a few threads,
-    # each once however many rows name it.
+    # Identities: URLs and in-memory bytes are cheap; files are hashed each once however
+    # many rows name it, small ones inline, large ones in a few threads (hashlib lets go of
+    # the GIL on large buffers, so two cores hash two files at once).
     files = {
         id(src): src
         for _, src, _ in row_sources
@@ -450,11 +452,13 @@ def _plan(
             hashes.remember(src, digest)
         return digest
 
-    if len(files) == 1:
-        identities.update((sid, hash_file(src)) for sid, src in files.items())
-    elif files:
-        with ThreadPoolExecutor(max_workers=min(_HASH_THREADS, len(files))) as pool:
-            identities.update(zip(files, pool.map(hash_file, files.values()), strict=True))
+    large = {sid: src for sid, src in files.items() if (src.size or 0) > C.INLINE_READ_BYTES}
+    identities.update((sid, hash_file(src)) for sid, src in files.items() if sid not in large)
+    if len(large) == 1:
+        identities.update((sid, hash_file(src)) for sid, src in large.items())
+    elif large:
+        with ThreadPoolExecutor(max_workers=min(_HASH_THREADS, len(large))) as pool:
+            identities.update(zip(large, pool.map(hash_file, large.values()), strict=True))
 
     for i, src, lang in row_sources:
         sid = id(src)

@@ -37,8 +37,6 @@ OnRetry = Callable[[APIError], None] | None
 
 _EMBEDDED_BASE_URL = "http://embedded.invalid/v1"
 _DEFAULT_MAX_CONNECTIONS = 256
-#: Files up to this size are read on the event loop; larger ones in a worker thread.
-_INLINE_READ_BYTES = 256 * 1024
 
 
 def _coerce_timeout(timeout: float | httpx.Timeout | None) -> httpx.Timeout:
@@ -741,7 +739,7 @@ class AsyncClient(_BaseClient):
         if source.kind != "url":
             if source.data is not None:
                 return source, source.data
-            if source.size is not None and source.size <= _INLINE_READ_BYTES:
+            if source.size is not None and source.size <= C.INLINE_READ_BYTES:
                 # A small file reads in microseconds from the page cache: cheaper than the
                 # hand-off to a thread and back, which costs about as much as the request.
                 return source, source.read()

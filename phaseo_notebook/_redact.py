@@ -12,9 +12,11 @@ Pure text functions, except :func:`protect_logs`, which registers the key proces
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
 
@@ -22,6 +24,7 @@ __all__ = [
     "HTTP_LOGGERS",
     "REDACTED",
     "SecretLogFilter",
+    "may_carry",
     "protect_logs",
     "redact_body",
     "redact_headers",
@@ -52,13 +55,37 @@ HTTP_LOGGERS: tuple[str, ...] = (
 )
 
 
-def _forms(secret: str) -> list[str]:
+@functools.lru_cache(maxsize=16)
+def _forms(secret: str) -> tuple[str, ...]:
     """The key as written, and percent-encoded when that differs (a header or a URL)."""
-    forms = [secret]
     encoded = quote(secret, safe="")
-    if encoded != secret:
-        forms.append(encoded)
-    return forms
+    return (secret,) if encoded == secret else (secret, encoded)
+
+
+@functools.lru_cache(maxsize=16)
+def _needles(secret: str) -> tuple[bytes, ...]:
+    return tuple(form.encode("utf-8") for form in _forms(secret))
+
+
+def may_carry(secret: str, content: bytes, raw_headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether an answer could carry the key: a byte search, before any decoding.
+
+    False is certain (nothing to redact); True means :func:`redact_body` and
+    :func:`redact_headers` must look. A body with a backslash counts as a maybe: JSON escapes
+    can hide the key from a byte search. This keeps a clean answer, the common case, to a few
+    ``in`` tests.
+
+    Examples
+    --------
+    >>> may_carry("sk-1234567890ab", b'{"text": "hi"}', [(b"x-request-id", b"r1")])
+    False
+    >>> may_carry("sk-1234567890ab", b'{"text": "hi"}', [(b"x-echo", b"sk-1234567890ab")])
+    True
+    """
+    needles = _needles(secret)
+    if b"\\" in content or any(n in content for n in needles):
+        return True
+    return any(n in name or n in value for name, value in raw_headers for n in needles)
 
 
 def redact_text(text: str, secret: str) -> str:
