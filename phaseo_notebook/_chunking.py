@@ -65,6 +65,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
+from phaseo_notebook._duration import read_header
 from phaseo_notebook._exceptions import AudioInputError
 from phaseo_notebook._extras import require
 from phaseo_notebook._limits import ModelLimits
@@ -240,10 +241,15 @@ def _av() -> Any:
 def probe(source: AudioInput) -> AudioInfo:
     """Size and duration of an input from its header, without decoding its audio.
 
+    The header is read by :func:`._duration.read_header`, the package's one header reader.
+
     Raises
     ------
+    MissingExtraError
+        Without soundfile (needed to cut any long file), or without PyAV for a format only
+        PyAV reads.
     AudioInputError
-        When neither soundfile nor PyAV can read it.
+        When no installed library can read it.
 
     Examples
     --------
@@ -251,26 +257,13 @@ def probe(source: AudioInput) -> AudioInfo:
     11.0
     """
     size = _size(source)
-    sf = _soundfile()
-    try:
-        info = sf.info(_open_input(source))
-        return AudioInfo(float(info.duration), size, "soundfile")
-    except (RuntimeError, TypeError, ValueError):  # libsndfile: not a format it knows
-        pass
-    av = _av()
-    try:
-        with av.open(_open_input(source), "r") as container:
-            if not container.streams.audio:
-                raise AudioInputError("no audio stream", audio=_describe(source))
-            stream = container.streams.audio[0]
-            seconds: float | None = None
-            if stream.duration is not None and stream.time_base is not None:
-                seconds = float(stream.duration * stream.time_base)
-            elif container.duration is not None:
-                seconds = container.duration / av.time_base
-            return AudioInfo(seconds, size, "av")
-    except av.FFmpegError as err:
-        raise AudioInputError(f"not a readable audio file: {err}", audio=_describe(source)) from err
+    _soundfile()
+    header = read_header(source if isinstance(source, bytes) else Path(os.fspath(source)))
+    if header is None or header.reader == "wave":
+        # Only PyAV is left to try: say so if it is missing, else the input is not audio.
+        _av()
+        raise AudioInputError("not a readable audio file", audio=_describe(source))
+    return AudioInfo(header.seconds, size, header.reader)
 
 
 def iter_pcm(source: AudioInput) -> Iterator[Int16Array]:

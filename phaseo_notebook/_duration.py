@@ -1,6 +1,8 @@
-"""Audio length from a file's header, for estimates: never a full decode, never the network.
+"""Audio length from a file's header: never a full decode, never the network.
 
-:func:`audio_seconds` tries, in order, whatever is installed:
+The one header reader of the package: estimates and budgets, the long-audio planner (does
+a file fit the model's limits?) and the local gateway's admission check all ask
+:func:`read_header` or :func:`audio_seconds`. They try, in order, whatever is installed:
 
 1. libsndfile (``soundfile.info``, the ``[local]`` extra): WAV, FLAC, OGG/Vorbis/Opus,
    AIFF, MP3 (libsndfile >= 1.1). It reads the header (and, for some MP3s, scans frame
@@ -32,12 +34,13 @@ import io
 import math
 import os
 import wave
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from ._audio import AudioSource, normalize_audio
 
-__all__ = ["audio_seconds"]
+__all__ = ["Header", "audio_seconds", "read_header"]
 
 
 def _positive(seconds: float | None) -> float | None:
@@ -50,7 +53,23 @@ def _open(target: Path | bytes) -> IO[bytes]:
     return target.open("rb") if isinstance(target, Path) else io.BytesIO(target)
 
 
-def _by_soundfile(target: Path | bytes) -> float | None:
+@dataclass(frozen=True)
+class Header:
+    """What an audio header says: its length, and which library understood it.
+
+    Parameters
+    ----------
+    seconds : float or None
+        Length, when the header gives one.
+    reader : {"soundfile", "av", "wave"}
+        The first library that opened it; the chunker decodes with the same one.
+    """
+
+    seconds: float | None
+    reader: str
+
+
+def _by_soundfile(target: Path | bytes) -> Header | None:
     try:
         import soundfile
     except ImportError:
@@ -60,40 +79,68 @@ def _by_soundfile(target: Path | bytes) -> float | None:
             info = soundfile.info(fh)
     except Exception:  # libsndfile refuses what it cannot parse with several error types
         return None
-    if not info.samplerate or info.frames <= 0:
-        return None
-    return _positive(info.frames / info.samplerate)
+    seconds = info.frames / info.samplerate if info.samplerate and info.frames > 0 else None
+    return Header(_positive(seconds), "soundfile")
 
 
-def _by_av(target: Path | bytes) -> float | None:
+def _by_av(target: Path | bytes) -> Header | None:
     try:
         import av
     except ImportError:
         return None
     try:
         with _open(target) as fh, av.open(fh, mode="r") as container:
-            return _container_seconds(container)
+            if not container.streams.audio:
+                return None
+            return Header(_container_seconds(container), "av")
     except Exception:  # PyAV raises its own error family (and OSError, ValueError)
         return None
 
 
 def _container_seconds(container: Any) -> float | None:
+    stream = container.streams.audio[0]
+    if stream.duration is not None and stream.time_base is not None:
+        return _positive(float(stream.duration * stream.time_base))
     if container.duration is not None:
         # Container durations are in av.time_base units (microseconds).
         return _positive(container.duration / 1_000_000)
-    for stream in container.streams.audio:
-        if stream.duration is not None and stream.time_base is not None:
-            return _positive(float(stream.duration * stream.time_base))
     return None
 
 
-def _by_wave(target: Path | bytes) -> float | None:
+def _by_wave(target: Path | bytes) -> Header | None:
     try:
         with _open(target) as fh, contextlib.closing(wave.open(fh, "rb")) as w:
             rate, frames = w.getframerate(), w.getnframes()
     except (wave.Error, EOFError, OSError):
         return None
-    return _positive(frames / rate) if rate else None
+    return Header(_positive(frames / rate) if rate else None, "wave")
+
+
+def read_header(target: Path | bytes) -> Header | None:
+    """The header of a file or of bytes, by the first installed library that reads it.
+
+    A reader that opens the audio but gives no length (a stream without a frame count)
+    leaves the length to the next one; the ``reader`` stays the first that opened it.
+    ``None`` when no reader understands it.
+
+    Examples
+    --------
+    >>> import phaseo_notebook as pn
+    >>> header = read_header(pn.sample_paths()[0])
+    >>> header.seconds > 0, header.reader in ("soundfile", "av", "wave")
+    (True, True)
+    >>> read_header(b"not audio") is None
+    True
+    """
+    first: Header | None = None
+    for read in (_by_soundfile, _by_av, _by_wave):
+        header = read(target)
+        if header is None:
+            continue
+        if header.seconds is not None:
+            return header if first is None else Header(header.seconds, first.reader)
+        first = first or header
+    return first
 
 
 def audio_seconds(source: AudioSource | str | os.PathLike[str] | bytes) -> float | None:
@@ -130,8 +177,5 @@ def audio_seconds(source: AudioSource | str | os.PathLike[str] | bytes) -> float
         target = src.path
     else:
         return None
-    for reader in (_by_soundfile, _by_av, _by_wave):
-        seconds = reader(target)
-        if seconds is not None:
-            return seconds
-    return None
+    header = read_header(target)
+    return header.seconds if header is not None else None

@@ -53,8 +53,9 @@ from urllib.parse import urlsplit
 from ._audio import AudioSource
 from ._base_client import options_json
 from ._cache import Cache, CacheRecord, cache_key
-from ._chunking import Chunk, _Planner, aplan_chunks, needs_chunking, probe
-from ._exceptions import APIStatusError, AudioInputError, PhaseoError
+from ._chunking import Chunk, _Planner, aplan_chunks, needs_chunking
+from ._duration import audio_seconds
+from ._exceptions import APIStatusError, AudioInputError
 from ._limits import LIMITS_FILE_NAME, LimitBook, ModelLimits, learn_from_refusal
 from ._stitch import ChunkTranscript, chained_prompt, stitch
 from ._types import TranscriptionResult
@@ -244,7 +245,7 @@ class LongAudio:
     @staticmethod
     def _check(job: _Job, limits: ModelLimits) -> tuple[ModelLimits, float | None] | None:
         size = job.source.size or 0
-        seconds = _probe_seconds(job.source)
+        seconds = audio_seconds(job.source)
         if not needs_chunking(size, seconds, limits):
             return None
         return limits, seconds
@@ -405,7 +406,7 @@ class LongAudio:
             return False
         sent = ref.size if ref is not None else job.source.size
         current = self.book.limits_for(job.call.model)
-        seconds = ref.end - ref.start if ref is not None else _probe_seconds(job.source)
+        seconds = ref.end - ref.start if ref is not None else audio_seconds(job.source)
         if not current.admits(sent or 0, seconds):
             # Sent under limits the run has tightened since (another row's refusal taught
             # them while this one was in flight): plan it again, and count nothing.
@@ -439,7 +440,7 @@ class LongAudio:
         limits = self.book.limits_for(model)
         seconds = None
         if limits.max_seconds is not None:
-            seconds = await asyncio.to_thread(_probe_seconds, job.source)
+            seconds = await asyncio.to_thread(audio_seconds, job.source)
         if not needs_chunking(job.source.size or 0, seconds, limits):
             return False
         self._replan(job, limits, seconds)
@@ -450,7 +451,7 @@ class LongAudio:
         ref: ChunkRef | None = job.part
         if ref is None:
             # A whole file: it becomes a long file, one more unit of the run's work.
-            f = _File(job, limits, seconds if seconds is not None else _probe_seconds(job.source))
+            f = _File(job, limits, seconds if seconds is not None else audio_seconds(job.source))
             self.files.append(f)
             self._add_unit()
             self._launch(f)
@@ -604,13 +605,3 @@ def _plannable(limits: ModelLimits) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _probe_seconds(source: AudioSource) -> float | None:
-    audio = source.path if source.path is not None else source.data
-    if audio is None:
-        return None
-    try:
-        return probe(audio).seconds
-    except (AudioInputError, PhaseoError, ValueError, OSError):
-        return None

@@ -448,14 +448,10 @@ class AudioLimits:
             return
         # A header read, not a decode: cheap at admission. Audio whose header cannot be
         # read is left to the engine's decoder, which refuses it with its own 400.
-        from phaseo_notebook._chunking import probe
-        from phaseo_notebook._exceptions import AudioInputError
-        from phaseo_notebook._extras import MissingExtraError
+        from phaseo_notebook._duration import read_header
 
-        try:
-            seconds = probe(audio).seconds
-        except (AudioInputError, MissingExtraError):
-            return
+        header = read_header(audio)
+        seconds = header.seconds if header is not None else None
         if seconds is not None and seconds > max_seconds:
             raise _validation(
                 f"audio duration {seconds:g} seconds is longer than {max_seconds:g} seconds "
