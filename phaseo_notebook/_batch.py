@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import gc
 import math
-import os
 import threading
 import time
 from collections import deque
@@ -32,7 +31,6 @@ from ._audio import AudioSource, is_missing, normalize_audio
 from ._base_client import (
     ClientSettings,
     PreparedCall,
-    Timestamps,
     check_encodable,
     is_retryable,
 )
@@ -55,14 +53,11 @@ from ._filehashes import FileHashes
 from ._longaudio import LongAudio, is_limit_refusal, limit_book_for
 from ._progress import ProgressBar, progress_enabled
 from ._request import (
-    DEFAULT_FLUSH_INTERVAL,
-    DEFAULT_ROW_RETRIES,
-    CacheArg,
     ErrorsMode,
     TranscribeRequest,
 )
 from ._spend import RunSpend, measure_seconds, run_price, run_summary
-from ._types import ProviderOptions, TranscriptionResult
+from ._types import TranscriptionResult
 
 __all__ = [
     "AimdPolicy",
@@ -549,60 +544,21 @@ def _fill(
 
 
 async def transcribe_many(
-    inputs: Sequence[object],
-    *,
-    model: str | None = None,
-    language: str | None = None,
-    languages: Sequence[object] | None = None,
-    provider: ProviderOptions | dict[str, Any] | None = None,
-    concurrency: int = 16,
-    cache: bool | str | os.PathLike[str] | Cache | None = True,
-    errors: ErrorsMode = "store",
-    progress: bool = True,
-    client: Client | AsyncClient | None = None,
-    deadline: float | None = None,
-    row_retries: int = DEFAULT_ROW_RETRIES,
-    flush_interval: float = DEFAULT_FLUSH_INTERVAL,
-    on_progress: Callable[[int, int], None] | None = None,
-    timestamps: Timestamps | None = None,
-    prompt: str | None = None,
-    temperature: float | None = None,
-    _inside_loop: bool = True,
+    inputs: Sequence[object], *, _inside_loop: bool = True, **options: Any
 ) -> BatchResult:
     """Transcribe many inputs concurrently; one outcome per input, in input order.
+
+    A shorthand for :func:`run_request` on ``TranscribeRequest(inputs, **options)``.
 
     Parameters
     ----------
     inputs
         Audio inputs (URLs, paths, bytes, data URIs), mixed freely; None/NaN rows become errors.
-    model, language, provider
-        As for :meth:`Client.transcribe`; ``language`` applies to every row.
-    languages
-        Per-row languages instead of ``language`` (None/NaN for "not given").
-    concurrency
-        The most requests in flight at once; lowered for a while when the gateway pushes back.
-    cache
-        ``True`` (default directory), a directory, a :class:`Cache`, or ``False``.
-    errors
-        ``"store"`` puts per-row errors in the result; ``"raise"`` raises the first one
-        (after finished rows are saved to the cache).
-    progress
-        Show a progress bar (also off with ``PHASEO_NO_PROGRESS=1`` or with no terminal).
-    client
-        A :class:`Client` or :class:`AsyncClient`; by default one from the environment.
-    deadline
-        Seconds for the whole run. Rows not finished by then get an ``APITimeoutError``
-        (or it is raised with ``errors="raise"``); finished rows are kept.
-    row_retries
-        Times a row whose request kept failing transiently is put back in the queue.
-    flush_interval
-        Seconds between cache flushes; a killed process loses at most this much paid work.
-    timestamps, prompt, temperature
-        Optional request fields (``timestamp_granularities``, ``prompt``, ``temperature``),
-        sent only when given.
-    on_progress
-        Called with ``(rows done, rows in all)`` as rows finish (cached, sent or failed), on
-        the thread the engine runs on; it must be quick. Drives a widget's progress bar.
+    **options
+        The other fields of :class:`._request.TranscribeRequest` (``model``, ``language``,
+        ``languages``, ``concurrency``, ``cache``, ``errors``, ``progress``, ``client``,
+        ``deadline``, ``timestamps``, ``row_retries``, ``on_progress``, ``budget``, ...),
+        checked by it: an unknown name is a ``TypeError``.
 
     Returns
     -------
@@ -622,26 +578,7 @@ async def transcribe_many(
     >>> len(res.text)
     2
     """
-    request = TranscribeRequest(
-        inputs,
-        model=model,
-        language=language,
-        languages=languages,
-        provider=provider,
-        concurrency=concurrency,
-        cache=cache,
-        errors=errors,
-        progress=progress,
-        client=client,
-        deadline=deadline,
-        timestamps=timestamps,
-        prompt=prompt,
-        temperature=temperature,
-        row_retries=row_retries,
-        flush_interval=flush_interval,
-        on_progress=on_progress,
-    )
-    return await run_request(request, inside_loop=_inside_loop)
+    return await run_request(TranscribeRequest(inputs, **options), inside_loop=_inside_loop)
 
 
 async def run_request(request: TranscribeRequest, *, inside_loop: bool = True) -> BatchResult:
@@ -1036,26 +973,7 @@ def run_sync(make_coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
     return result
 
 
-def transcribe_many_sync(
-    inputs: Sequence[object],
-    *,
-    model: str | None = None,
-    language: str | None = None,
-    languages: Sequence[object] | None = None,
-    provider: ProviderOptions | dict[str, Any] | None = None,
-    concurrency: int = 16,
-    cache: CacheArg = True,
-    errors: ErrorsMode = "store",
-    progress: bool = True,
-    client: Client | AsyncClient | None = None,
-    deadline: float | None = None,
-    row_retries: int = DEFAULT_ROW_RETRIES,
-    flush_interval: float = DEFAULT_FLUSH_INTERVAL,
-    on_progress: Callable[[int, int], None] | None = None,
-    timestamps: Timestamps | None = None,
-    prompt: str | None = None,
-    temperature: float | None = None,
-) -> BatchResult:
+def transcribe_many_sync(inputs: Sequence[object], **options: Any) -> BatchResult:
     """Blocking :func:`transcribe_many`, safe to call from a notebook cell.
 
     Examples
@@ -1067,26 +985,7 @@ def transcribe_many_sync(
     >>> res.errors
     0
     """
-    request = TranscribeRequest(
-        inputs,
-        model=model,
-        language=language,
-        languages=languages,
-        provider=provider,
-        concurrency=concurrency,
-        cache=cache,
-        errors=errors,
-        progress=progress,
-        client=client,
-        deadline=deadline,
-        timestamps=timestamps,
-        prompt=prompt,
-        temperature=temperature,
-        row_retries=row_retries,
-        flush_interval=flush_interval,
-        on_progress=on_progress,
-    )
-    return run_request_sync(request)
+    return run_request_sync(TranscribeRequest(inputs, **options))
 
 
 def run_request_sync(request: TranscribeRequest) -> BatchResult:

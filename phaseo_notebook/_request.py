@@ -120,7 +120,10 @@ class TranscribeRequest:
     timestamps, prompt, temperature
         Optional request fields, sent only when set.
     row_retries, flush_interval, on_progress
-        Engine tuning: see :func:`._batch.transcribe_many`.
+        Engine tuning: times a row that kept failing transiently is put back in the queue;
+        seconds between cache flushes (a killed process loses at most this much paid work);
+        called with ``(units done, units in all)`` on the engine's thread as work finishes
+        (it must be quick; it drives a widget's progress bar).
     chain_prompt
         For a long file sent as chunks: each chunk's ``prompt`` ends with the previous
         chunk's text (consistent names across cuts; a file's chunks then go one at a time).
