@@ -13,7 +13,9 @@ Importing this module registers the ``.stt`` accessor on Dask DataFrames (it nee
 
 The arguments and the result are those of the pandas call ``df.stt.transcribe``: the
 input's columns, index and order, plus ``out_col`` and ``f"{out_col}_error"`` (and the
-metadata columns), row for row the same values.
+metadata and timestamp columns), row for row the same values and dtypes. The options
+(``timestamps``, ``prompt``, ``temperature``, ...) are part of the cache key exactly as
+there, so a row one front cached is a cache hit for the other.
 
 How it runs
 -----------
@@ -72,7 +74,7 @@ from urllib.parse import urlsplit
 import pandas as pd
 
 from ._audio import is_missing
-from ._base_client import ClientSettings, PreparedCall
+from ._base_client import ClientSettings, PreparedCall, Timestamps
 from ._batch import BatchResult, request_cache_key, run_request_sync
 from ._cache import Cache, default_cache_dir
 from ._client import AsyncClient, Client
@@ -95,8 +97,6 @@ _ROW_FIELDS: tuple[str, ...] = tuple(
     for f in dataclasses.fields(BatchResult)
     if isinstance(getattr(BatchResult.empty(0), f.name), list)
 )
-# The dtype pandas gives a column of strings with gaps (``str`` on pandas 3, object before).
-_TEXT_DTYPE = pd.Series(["", None]).dtype
 
 
 def request_key(value: object, language: object) -> str | None:
@@ -208,7 +208,8 @@ def _client_settings(
 
 
 def _output_dtypes(columns: OutputColumns) -> dict[str, Any]:
-    return {name: dtype or _TEXT_DTYPE for name, dtype in columns.dtypes().items()}
+    # A column pandas infers (the timestamp lists) is object, whatever the rows hold.
+    return {name: object if dtype is None else dtype for name, dtype in columns.dtypes().items()}
 
 
 # --------------------------------------------------------------------------- on the workers
@@ -349,6 +350,10 @@ class SttDaskAccessor:
         base_url: str | None = None,
         deadline: float | None = None,
         metadata: bool = False,
+        timestamps: Timestamps | None = None,
+        prompt: str | None = None,
+        temperature: float | None = None,
+        chain_prompt: bool = False,
     ) -> Any:
         """Transcribe the audio in ``col``; a lazy Dask DataFrame with the pandas call's columns.
 
@@ -356,6 +361,10 @@ class SttDaskAccessor:
         ----------
         col, model, language, language_col, provider, out_col, errors, metadata
             As for ``df.stt.transcribe``.
+        timestamps, prompt, temperature, chain_prompt
+            As for ``df.stt.transcribe``: ``timestamps`` adds ``f"{out_col}_segments"``
+            (and ``f"{out_col}_words"``); all three request options are part of the cache
+            key, the same key the pandas call gives the row.
         concurrency
             Requests in flight per partition being transcribed (a worker running T tasks at
             once has up to T x ``concurrency``).
@@ -415,6 +424,10 @@ class SttDaskAccessor:
             client=settings,
             deadline=deadline,
             metadata=metadata,
+            timestamps=timestamps,
+            prompt=prompt,
+            temperature=temperature,
+            chain_prompt=chain_prompt,
         )
         with Client.from_settings(settings) as probe:
             call = probe.prepare(
@@ -437,7 +450,7 @@ class SttDaskAccessor:
             by_row_language,
             meta=_outcome_frame([], BatchResult.empty(0)),
         )
-        columns = OutputColumns(out_col, metadata)
+        columns = OutputColumns(out_col, metadata, timestamps)
         dtypes = _output_dtypes(columns)
         meta = columns.assign(ddf._meta, BatchResult.empty(0))
         return ddf.map_partitions(

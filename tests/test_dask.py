@@ -230,6 +230,103 @@ def test_errors_raise_brings_the_typed_error_back_from_a_worker(
         assert gw.stats().requests == 0
 
 
+# ----------------------------------------------------------------- the pandas call's options
+
+
+def test_timestamps_give_the_pandas_columns_dtypes_and_values(
+    dask_client: Any, tmp_path: Path
+) -> None:
+    clips = [make_wav(6000 + n) for n in range(10)]
+    (tmp_path / "a.wav").write_bytes(make_wav(6100))
+    values: list[object] = [clips[i % 10] for i in range(36)]
+    values[3::9] = [None, str(tmp_path / "a.wav"), str(tmp_path / "missing.wav"), None]
+    df = pd.DataFrame({"audio": values, "n": range(36)})
+    options: dict[str, Any] = {
+        "col": "audio",
+        "model": "local/fake",
+        "cache": False,
+        "timestamps": "word",
+        "prompt": "Names: Ada.",
+        "temperature": 0.2,
+        "metadata": True,
+    }
+    # "lenient" takes every field, verbose_json included, however the audio is sent.
+    with pn.LocalGateway(mode="lenient") as gw:
+        lazy = to_dask(df).stt.transcribe(client_kwargs=gw.client_kwargs(), **options)
+        out = lazy.compute()
+        assert gw.stats().recent[-1]["fields"]["prompt"] == "Names: Ada."
+        expected = df.stt.transcribe(
+            client=pn.Client(**gw.client_kwargs()), progress=False, **options
+        )
+    assert list(out.columns)[-2:] == ["text_segments", "text_words"]
+    pd.testing.assert_frame_equal(out.drop(columns=VOLATILE), expected.drop(columns=VOLATILE))
+    # The lazy frame promised what compute() gives.
+    assert lazy.dtypes.to_dict() == out.dtypes.to_dict()
+    # The fake engine answers one segment over each clip and no words.
+    ok = out["text_error"].isna()
+    assert ok.sum() == 33
+    assert all(
+        len(s) == 1 and s[0]["text"] == t
+        for s, t in zip(out.loc[ok, "text_segments"], out.loc[ok, "text"], strict=True)
+    )
+    assert out.loc[ok, "text_words"].map(len).eq(0).all()
+    assert out.loc[~ok, "text_segments"].isna().all()
+
+
+def test_prompt_and_temperature_key_the_cache_as_pandas_does_both_ways(
+    dask_client: Any, tmp_path: Path
+) -> None:
+    df = pd.DataFrame({"audio": [make_wav(7000 + n) for n in range(8)] * 3})
+    cache = str(tmp_path / "cache")
+    first = {"timestamps": "segment", "prompt": "Names: Ada.", "temperature": 0.2}
+    other = {"timestamps": "segment", "prompt": "Names: Grace.", "temperature": 0.2}
+    with pn.LocalGateway(mode="lenient") as gw:
+
+        def with_pandas(**options: Any) -> pd.DataFrame:
+            return df.stt.transcribe(
+                col="audio",
+                model="local/fake",
+                cache=cache,
+                client=pn.Client(**gw.client_kwargs()),
+                progress=False,
+                metadata=True,
+                **options,
+            )
+
+        def with_dask(**options: Any) -> pd.DataFrame:
+            return (  # type: ignore[no-any-return]
+                to_dask(df)
+                .stt.transcribe(
+                    col="audio",
+                    model="local/fake",
+                    cache=cache,
+                    client_kwargs=gw.client_kwargs(),
+                    metadata=True,
+                    **options,
+                )
+                .compute()
+            )
+
+        with_pandas(**first)
+        assert gw.stats().requests == 8
+        # The rows pandas cached with these options are Dask's cache hits ...
+        hits = with_dask(**first)
+        assert gw.stats().requests == 8 and hits["text_cached"].all()
+        # ... and not with another prompt, or with no options, which are other requests.
+        other_prompt = with_dask(**other)
+        assert gw.stats().requests == 16 and not other_prompt["text_cached"].any()
+        assert gw.stats().recent[-1]["fields"]["prompt"] == "Names: Grace."
+        assert not with_dask(temperature=0.2)["text_cached"].any()
+        assert gw.stats().requests == 24
+        # What Dask cached, pandas finds.
+        again = with_pandas(**other)
+        assert gw.stats().requests == 24 and again["text_cached"].all()
+    pd.testing.assert_frame_equal(
+        other_prompt.drop(columns=[*VOLATILE, "text_cached"]),
+        again.drop(columns=[*VOLATILE, "text_cached"]),
+    )
+
+
 # ----------------------------------------------------------------- checks before any scheduling
 
 
