@@ -327,6 +327,124 @@ def test_prompt_and_temperature_key_the_cache_as_pandas_does_both_ways(
     )
 
 
+# ----------------------------------------------------------------- the budget
+
+PRICE = 0.006  # USD per minute: a 2 s clip costs 0.0002
+CLIP_COST = PRICE * 2 / 60
+UNPRICED = "acme/stt-1"  # in no price table, and the gateway lists no prices
+
+
+def _clips(n: int) -> list[bytes]:
+    return [make_wav(8000 + i, seconds=2.0, rate=8000) for i in range(n)]
+
+
+def _refused(out: pd.DataFrame) -> pd.Series:
+    return out["text_error"].fillna("").str.startswith("BudgetExceededError:")
+
+
+@pytest.mark.parametrize(
+    ("priced", "affordable"), [(True, 20), (False, 2)], ids=["split-by-audio", "no-price-one-task"]
+)
+def test_a_budget_below_the_cost_stops_within_the_budget(
+    dask_client: Any, tmp_path: Path, priced: bool, affordable: int
+) -> None:
+    clips = _clips(40)
+    df = pd.DataFrame({"audio": clips + clips[:8]})  # repeated rows are paid once
+    budget = affordable * CLIP_COST
+    model = "local/fake" if priced else UNPRICED
+    with pn.LocalGateway(
+        price_per_minute=PRICE, models={UNPRICED: "fake"}, list_prices=False
+    ) as gw:
+        out = (
+            to_dask(df)
+            .stt.transcribe(
+                col="audio",
+                model=model,
+                cache=str(tmp_path / "cache"),
+                client_kwargs=gw.client_kwargs(),
+                budget=budget,
+                # Given, since this gateway's catalog lists no price; None: learnt.
+                prices={model: PRICE} if priced else None,
+                metadata=True,
+            )
+            .compute()
+        )
+        stats = gw.stats()
+    done = out["text"].notna()
+    first = ~out["audio"].duplicated()
+    charged = float(out.loc[done & first, "text_cost"].sum())
+    assert charged <= budget + 1e-12  # the whole run, every partition together
+    assert set(stats.audio_counts.values()) == {1}
+    assert stats.requests == int((done & first).sum())
+    assert (_refused(out) | done).all() and _refused(out).any()
+    if priced:
+        # Each partition's share is rounded down to whole requests: at most one request
+        # per partition goes unspent.
+        assert stats.requests >= 20 - PARTITIONS
+        assert out.loc[_refused(out), "text_error"].str.contains("share of budget=0.004").all()
+    else:
+        # One task and one gate, learning the cost from its first answer: as pandas. (A
+        # gate per partition would send a request each before knowing the cost: 4 > 2.)
+        assert stats.requests == 2
+
+
+def test_budget_errors_raise_the_typed_error_and_a_rerun_pays_only_the_rest(
+    dask_client: Any, tmp_path: Path
+) -> None:
+    clips = _clips(40)
+    df = pd.DataFrame({"audio": clips})
+    cache = str(tmp_path / "cache")
+    with pn.LocalGateway(price_per_minute=PRICE) as gw:
+
+        def run(budget: float, errors: Any = "store", **compute: Any) -> pd.DataFrame:
+            lazy = to_dask(df).stt.transcribe(
+                col="audio",
+                model="local/fake",
+                cache=cache,
+                client_kwargs=gw.client_kwargs(),
+                budget=budget,
+                errors=errors,
+            )
+            return lazy.compute(**compute)  # type: ignore[no-any-return]
+
+        # One partition at a time, so the run stops with the partition that raised.
+        with pytest.raises(pn.BudgetExceededError, match=r"share of budget=0\.0032 USD") as info:
+            run(16 * CLIP_COST, errors="raise", scheduler="sync")
+        assert info.value.spent <= info.value.budget <= 16 * CLIP_COST
+        paid = gw.stats().requests
+        assert 0 < paid < 16
+        assert len(pd.read_parquet(cache)) == paid  # the finished rows were cached
+
+        # Cached rows cost nothing: the shares follow the audio each partition has left.
+        stopped = run(20 * CLIP_COST)
+        paid = gw.stats().requests
+        assert _refused(stopped).sum() == 40 - paid
+        # A budget of exactly what is left: every share fits its partition's requests.
+        rest = run((40 - paid) * CLIP_COST)
+        stats = gw.stats()
+    assert rest["text_error"].isna().all()
+    assert stats.requests == 40 and set(stats.audio_counts.values()) == {1}
+
+
+def test_budget_shares_sum_to_the_budget() -> None:
+    from phaseo_notebook._budget import share_of_budget
+    from phaseo_notebook.dask import _Need
+
+    needs = [_Need(2000 * 7, 7, 1), _Need(0, 0, 3), _Need(1500, 1, 0), _Need()]
+    whole = _Need(
+        sum(n.known_ms for n in needs), sum(n.known for n in needs), sum(n.unknown for n in needs)
+    )
+    for budget in (0.03, 1.0, 7.123456789):
+        shares = [share_of_budget(budget, *n.weight(whole)) for n in needs]
+        total = round(sum(shares) * 1e9)
+        # Rounded down per partition; the empty one holds the least a gate can hold.
+        assert round(budget * 1e9) - len(needs) <= total <= round(budget * 1e9) + 1
+        assert shares[-1] == 1e-9
+    # Unknown lengths count at the mean known length: 15.5 s / 8 requests, 4 of them here.
+    mine, total_weight = needs[1].weight(whole)
+    assert mine / total_weight == pytest.approx(3 / 12)
+
+
 # ----------------------------------------------------------------- checks before any scheduling
 
 
