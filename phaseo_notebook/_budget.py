@@ -63,7 +63,7 @@ from dataclasses import dataclass, field
 from ._exceptions import BudgetExceededError
 from ._pricing import CURRENCY
 
-__all__ = ["BudgetGate", "Reservation"]
+__all__ = ["BudgetGate", "Reservation", "share_of_budget"]
 
 _NANOS_PER_UNIT = 1_000_000_000
 
@@ -82,6 +82,36 @@ def _to_units(nanos: int) -> float:
 
 def _fmt(nanos: int) -> str:
     return f"{_to_units(nanos):.6g}"
+
+
+def share_of_budget(budget: float, part: int, whole: int) -> float:
+    """The part of ``budget`` that ``part`` out of ``whole`` gets, rounded down to the nano.
+
+    For a run split into pieces that each hold their own :class:`BudgetGate` (the Dask
+    front's partitions): with integer weights summing to ``whole``, the shares sum to at
+    most ``budget``, exactly, since each is rounded down in the gate's nano-units. A share
+    is never below one nano-unit, because a gate needs a budget to refuse with: a piece of
+    weight 0 (it expects to send nothing, its requests are cached) gets that nano-unit on
+    top, which no request it estimates fits in.
+
+    Raises
+    ------
+    ValueError
+        If ``part`` is negative or more than ``whole``.
+
+    Examples
+    --------
+    >>> share_of_budget(0.03, 1, 4)
+    0.0075
+    >>> share_of_budget(1.0, 1, 3) + share_of_budget(1.0, 2, 3) <= 1.0
+    True
+    >>> share_of_budget(0.03, 0, 4)  # a piece that expects to spend nothing
+    1e-09
+    """
+    if not 0 <= part <= whole:
+        raise ValueError(f"a share must be 0 to {whole} parts, not {part}")
+    nanos = _to_nanos(budget, "budget") * part // whole if whole else 0
+    return _to_units(max(nanos, 1))
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,9 @@ Importing this module registers the ``.stt`` accessor on Dask DataFrames (it nee
 
 The arguments and the result are those of the pandas call ``df.stt.transcribe``: the
 input's columns, index and order, plus ``out_col`` and ``f"{out_col}_error"`` (and the
-metadata columns), row for row the same values.
+metadata and timestamp columns), row for row the same values and dtypes. The options
+(``timestamps``, ``prompt``, ``temperature``, ...) are part of the cache key exactly as
+there, so a row one front cached is a cache hit for the other.
 
 How it runs
 -----------
@@ -27,6 +29,8 @@ How it runs
 3. The outcomes (one row per distinct request) are collected into one table, sent to every
    partition and joined back onto its rows in order.
 
+With ``budget=``, step 2 splits the budget (see "Budget" below).
+
 So rows are deduplicated by content across the whole frame (the same bytes behind two
 paths are sent once), as within a pandas run. Rows with no usable value (None, an
 unsupported type, a missing file, a language that is not a string) are checked on their
@@ -38,6 +42,35 @@ missing value into ``<NA>``; build such frames with the setting off::
 
     with dask.config.set({"dataframe.convert-string": False}):
         ddf = dd.from_pandas(df, npartitions=8)
+
+Budget
+------
+The pandas call holds its budget with one gate that every request passes. Partitions run
+on different workers, which share no gate, so the budget is split before anything is sent:
+
+- The price is resolved where ``transcribe`` is called (``prices=``, the gateway's catalog,
+  the built-in table: the pandas call's order), so every partition estimates alike.
+- Each partition of distinct requests looks up the cache (one more read of its index) and
+  the audio length of the requests it would send (file headers; a URL counts at the mean
+  known length). It gets
+  ``budget x its audio / all the audio to send``, rounded down to the nano-dollar, and runs
+  its engine with that as its budget. The shares sum to at most the budget, and each
+  partition's gate never admits a request past its share, so the run as a whole spends no
+  more than the budget whenever answers cost what was estimated: the pandas guarantee.
+  (A request in flight when the share ran out may cost more than its estimate, as in
+  pandas; the overspend is at most what was in flight.) When every length is known, a
+  budget that covers the run's estimate (``df.stt.estimate``) covers every share, give or
+  take a nano-dollar a request.
+- With no price anywhere, the cost can only be learnt from answers, and each partition
+  would send one request before knowing it. So the distinct requests then go through a
+  single task, whose one gate learns the cost from its first answer, as pandas does.
+
+A share can run out while another partition still has room (a URL much longer than the
+mean, an estimate below the cost): the run then stops a few requests before the pandas
+call would, never after. Rows not sent get ``BudgetExceededError: ...`` naming their
+partition's share; with ``errors="raise"``, :class:`~phaseo_notebook.BudgetExceededError`
+is raised (its ``budget`` and ``spent`` are the partition's) after the finished rows are
+cached, so a rerun with a larger budget sends only the rest.
 
 Using an existing cluster
 -------------------------
@@ -71,14 +104,18 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 
-from ._audio import is_missing
-from ._base_client import ClientSettings, PreparedCall
+from ._audio import is_missing, normalize_audio
+from ._base_client import ClientSettings, PreparedCall, Timestamps
 from ._batch import BatchResult, request_cache_key, run_request_sync
-from ._cache import Cache, default_cache_dir
+from ._budget import share_of_budget
+from ._cache import Cache, default_cache_dir, resolve_cache
 from ._client import AsyncClient, Client
+from ._exceptions import AudioInputError, BudgetExceededError
 from ._extras import require
 from ._frames import OutputColumns, check_language_choice, require_column
+from ._pricing import CURRENCY
 from ._request import CacheArg, ErrorsMode, TranscribeRequest
+from ._spend import measure_seconds, run_price
 from ._types import ProviderOptions
 
 _dd = require("dask.dataframe", "dask", purpose="ddf.stt (phaseo_notebook.dask)")
@@ -89,14 +126,14 @@ __all__ = ["SttDaskAccessor", "request_key"]
 _KEY = "__phaseo_key"
 _AUDIO = "__phaseo_audio"
 _LANGUAGE = "__phaseo_language"
+_CACHED = "__phaseo_cached"
+_SECONDS = "__phaseo_seconds"
 #: The per-row lists of a BatchResult, carried from the distinct requests back to the rows.
 _ROW_FIELDS: tuple[str, ...] = tuple(
     f.name
     for f in dataclasses.fields(BatchResult)
     if isinstance(getattr(BatchResult.empty(0), f.name), list)
 )
-# The dtype pandas gives a column of strings with gaps (``str`` on pandas 3, object before).
-_TEXT_DTYPE = pd.Series(["", None]).dtype
 
 
 def request_key(value: object, language: object) -> str | None:
@@ -208,7 +245,41 @@ def _client_settings(
 
 
 def _output_dtypes(columns: OutputColumns) -> dict[str, Any]:
-    return {name: dtype or _TEXT_DTYPE for name, dtype in columns.dtypes().items()}
+    # A column pandas infers (the timestamp lists) is object, whatever the rows hold.
+    return {name: object if dtype is None else dtype for name, dtype in columns.dtypes().items()}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Need:
+    """What a set of distinct requests will send, for splitting a budget by audio length.
+
+    ``known_ms`` is the audio of the requests whose length is known, in milliseconds
+    (integers, so that the weights below are exact and the shares sum to the budget);
+    ``known`` and ``unknown`` count the requests of known and unknown length. Cached
+    requests cost nothing and are not counted.
+    """
+
+    known_ms: int = 0
+    known: int = 0
+    unknown: int = 0
+
+    def weight(self, whole: _Need) -> tuple[int, int]:
+        """``(this weight, the whole's)``: audio to send, a request of unknown length at
+        the whole's mean known length; by request count when no length is known.
+
+        Examples
+        --------
+        >>> whole = _Need(known_ms=6000, known=3, unknown=1)  # mean 2 s, 8 s in all
+        >>> _Need(known_ms=2000, known=1, unknown=1).weight(whole)  # 4 s of 8
+        (12000, 24000)
+        >>> _Need(unknown=1).weight(_Need(unknown=4))
+        (1, 4)
+        """
+        # Scaled by the whole's count of known lengths, so the mean needs no division.
+        total = whole.known_ms * (whole.known + whole.unknown)
+        if total > 0:
+            return self.known_ms * whole.known + self.unknown * whole.known_ms, total
+        return self.known + self.unknown, whole.known + whole.unknown
 
 
 # --------------------------------------------------------------------------- on the workers
@@ -261,14 +332,85 @@ def _run_engine(
     return run_request_sync(request.with_inputs(inputs, languages))
 
 
+def _audio_seconds(value: object) -> float | None:
+    try:
+        return measure_seconds([normalize_audio(value)])[0]
+    except AudioInputError:  # gone since it was keyed: the engine will say so, unpaid
+        return None
+
+
+def _weigh(part: pd.DataFrame, cache: str | None) -> pd.DataFrame:
+    """A partition of distinct requests, with which are cached and the others' lengths."""
+    keys = part[_KEY].tolist()
+    store = resolve_cache(cache) if cache and keys else None
+    cached = [False] * len(keys) if store is None else (store.lookup(keys) >= 0).tolist()
+    seconds = [
+        None if hit else _audio_seconds(value)
+        for value, hit in zip(part[_AUDIO].tolist(), cached, strict=True)
+    ]
+    return part.assign(
+        **{_CACHED: pd.Series(cached, index=part.index, dtype=bool)},
+        **{_SECONDS: pd.Series(seconds, index=part.index, dtype="float64")},
+    )
+
+
+def _need(part: pd.DataFrame) -> _Need:
+    sent = part.loc[~part[_CACHED], _SECONDS]
+    known = sent.dropna()
+    return _Need(
+        known_ms=sum(round(s * 1000) for s in known.tolist()),
+        known=len(known),
+        unknown=len(sent) - len(known),
+    )
+
+
+_NEED_FIELDS = tuple(f.name for f in dataclasses.fields(_Need))
+
+
+def _need_frame(part: pd.DataFrame) -> pd.DataFrame:
+    need = _need(part)
+    return pd.DataFrame({name: [getattr(need, name)] for name in _NEED_FIELDS}, dtype=object)
+
+
+def _with_share_note(text: str | None, note: str) -> str | None:
+    prefix = f"{BudgetExceededError.__name__}:"
+    return f"{text}{note}" if text is not None and text.startswith(prefix) else text
+
+
 def _transcribe_distinct(
-    part: pd.DataFrame, request: TranscribeRequest, by_row_language: bool
+    part: pd.DataFrame,
+    request: TranscribeRequest,
+    by_row_language: bool,
+    needs: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Send a partition of distinct requests through the batch engine, with the cache."""
+    """Send a partition of distinct requests through the batch engine, with the cache.
+
+    With ``needs`` (one row per partition: :func:`_need_frame`), ``request.budget`` is the
+    whole run's and this partition runs on its share of it.
+    """
     if part.empty:
         return _outcome_frame([], BatchResult.empty(0))
+    note = ""
+    if needs is not None and request.budget is not None:
+        whole = _Need(**{name: int(needs[name].sum()) for name in _NEED_FIELDS})
+        mine, total = _need(part).weight(whole)
+        share = share_of_budget(request.budget, mine, total)
+        note = (
+            f" (this Dask partition's share of budget={request.budget:.6g} {CURRENCY},"
+            " split by the audio each partition sends)"
+        )
+        request = replace(request, budget=share)
     languages = part[_LANGUAGE].tolist() if by_row_language else None
-    result = _run_engine(request, part[_AUDIO].tolist(), languages)
+    try:
+        result = _run_engine(request, part[_AUDIO].tolist(), languages)
+    except BudgetExceededError as err:
+        if not note:
+            raise
+        raise BudgetExceededError(
+            f"{err}{note}", budget=err.budget, spent=err.spent, currency=err.currency
+        ) from err
+    if note:
+        result.error = [_with_share_note(text, note) for text in result.error]
     return _outcome_frame(part[_KEY].tolist(), result)
 
 
@@ -298,9 +440,12 @@ def _attach(
     unkeyed = [r for r, k in enumerate(keys) if k is None]
     if unkeyed:
         # None, an unsupported type, a missing file or a bad language: the engine names the
-        # problem, as with pandas, and sends nothing.
+        # problem, as with pandas, and sends nothing. With a budget, the least a gate holds:
+        # a file that appeared since it was keyed is refused (once a price is known), not
+        # paid for beside the partitions' shares.
+        budget = None if request.budget is None else share_of_budget(request.budget, 0, 1)
         own = _run_engine(
-            replace(request, cache=False),
+            replace(request, cache=False, budget=budget),
             [values[r] for r in unkeyed],
             [languages[r] for r in unkeyed] if by_row_language else None,
         )
@@ -349,6 +494,12 @@ class SttDaskAccessor:
         base_url: str | None = None,
         deadline: float | None = None,
         metadata: bool = False,
+        timestamps: Timestamps | None = None,
+        prompt: str | None = None,
+        temperature: float | None = None,
+        chain_prompt: bool = False,
+        budget: float | None = None,
+        prices: Mapping[str, float] | None = None,
     ) -> Any:
         """Transcribe the audio in ``col``; a lazy Dask DataFrame with the pandas call's columns.
 
@@ -356,6 +507,10 @@ class SttDaskAccessor:
         ----------
         col, model, language, language_col, provider, out_col, errors, metadata
             As for ``df.stt.transcribe``.
+        timestamps, prompt, temperature, chain_prompt
+            As for ``df.stt.transcribe``: ``timestamps`` adds ``f"{out_col}_segments"``
+            (and ``f"{out_col}_words"``); all three request options are part of the cache
+            key, the same key the pandas call gives the row.
         concurrency
             Requests in flight per partition being transcribed (a worker running T tasks at
             once has up to T x ``concurrency``).
@@ -373,6 +528,19 @@ class SttDaskAccessor:
             cannot be sent itself); or give ``client_kwargs`` or ``api_key``/``base_url``.
         deadline
             Seconds for each partition's run.
+        budget
+            The most the whole run may spend, in USD. Split between the partitions that
+            send, by the audio each will send (cached requests cost nothing), so the shares
+            sum to the budget; each partition stops at its share, as the pandas call stops
+            at its budget. With no known price, the sending runs in one task (``concurrency``
+            requests in flight) so that one gate learns the cost (see "Budget" in the module
+            docstring). Rows not sent get
+            an error beginning ``BudgetExceededError:``; with ``errors="raise"`` it is raised
+            once the finished rows are cached.
+        prices
+            As for ``df.stt.transcribe``; the price is resolved here, once (the gateway's
+            catalog is read only when ``budget`` is given and ``prices`` does not name the
+            model), and the workers use it.
 
         Returns
         -------
@@ -385,6 +553,9 @@ class SttDaskAccessor:
             ``col`` or ``language_col`` is not a column.
         ValueError, TypeError
             A bad argument, found before anything is scheduled.
+        BudgetExceededError
+            From ``compute()``, with ``errors="raise"``: a partition's share of ``budget``
+            was used up.
         ConfigurationError
             Gateway settings that cannot work (no model while a gateway is configured, ...).
 
@@ -400,6 +571,7 @@ class SttDaskAccessor:
         if language_col is not None:
             require_column(ddf._meta, language_col, "language column")
         settings = _client_settings(client, client_kwargs, api_key, base_url)
+        cache_dir = _cache_dir(cache)
         # Checked here, so bad arguments fail before anything is scheduled; the workers get
         # the settings (not the client) and the model chosen here.
         request = TranscribeRequest(
@@ -409,18 +581,32 @@ class SttDaskAccessor:
             provider=provider,
             out_col=out_col,
             concurrency=concurrency,
-            cache=_cache_dir(cache) or False,
+            cache=cache_dir or False,
             errors=errors,
             progress=False,
             client=settings,
             deadline=deadline,
             metadata=metadata,
+            timestamps=timestamps,
+            prompt=prompt,
+            temperature=temperature,
+            chain_prompt=chain_prompt,
+            budget=budget,
+            prices=prices,
         )
+        price: float | None = None
         with Client.from_settings(settings) as probe:
             call = probe.prepare(
                 request.model, request.language, request.provider, **request.call_options()
             )
+            if request.budget is not None:
+                price = run_price(
+                    call.model, embedded=call.embedded, prices=request.prices, client=probe
+                )
         request = replace(request, model=call.model, provider=call.provider)
+        if price is not None:
+            # Every partition estimates with the price found here; none asks the catalog.
+            request = replace(request, prices={**(request.prices or {}), call.model: price})
         by_row_language = language_col is not None
 
         text_meta = pd.Series([], dtype=object)
@@ -431,13 +617,37 @@ class SttDaskAccessor:
         distinct = distinct.shuffle(
             _KEY, npartitions=ddf.npartitions, ignore_index=True, shuffle_method="tasks"
         ).map_partitions(_drop_duplicate_keys, meta=key_meta)
-        outcomes = distinct.map_partitions(
-            _transcribe_distinct,
-            request,
-            by_row_language,
-            meta=_outcome_frame([], BatchResult.empty(0)),
-        )
-        columns = OutputColumns(out_col, metadata)
+        outcome_meta = _outcome_frame([], BatchResult.empty(0))
+        if request.budget is not None and price is None:
+            # No price: one gate must learn the cost from an answer before sending more.
+            outcomes = distinct.repartition(npartitions=1).map_partitions(
+                _transcribe_distinct, request, by_row_language, meta=outcome_meta
+            )
+        elif request.budget is not None:
+            weighed = distinct.map_partitions(
+                _weigh,
+                cache_dir,
+                meta=key_meta.assign(
+                    **{_CACHED: pd.Series([], dtype=bool), _SECONDS: pd.Series([], dtype=float)}
+                ),
+            )
+            needs = weighed.map_partitions(
+                _need_frame, meta=pd.DataFrame({n: text_meta for n in _NEED_FIELDS})
+            )
+            outcomes = weighed.map_partitions(
+                _transcribe_distinct,
+                request,
+                by_row_language,
+                # One partition: every partition sees what all of them will send.
+                needs.repartition(npartitions=1),
+                meta=outcome_meta,
+                align_dataframes=False,
+            )
+        else:
+            outcomes = distinct.map_partitions(
+                _transcribe_distinct, request, by_row_language, meta=outcome_meta
+            )
+        columns = OutputColumns(out_col, metadata, timestamps)
         dtypes = _output_dtypes(columns)
         meta = columns.assign(ddf._meta, BatchResult.empty(0))
         return ddf.map_partitions(

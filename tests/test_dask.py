@@ -230,6 +230,221 @@ def test_errors_raise_brings_the_typed_error_back_from_a_worker(
         assert gw.stats().requests == 0
 
 
+# ----------------------------------------------------------------- the pandas call's options
+
+
+def test_timestamps_give_the_pandas_columns_dtypes_and_values(
+    dask_client: Any, tmp_path: Path
+) -> None:
+    clips = [make_wav(6000 + n) for n in range(10)]
+    (tmp_path / "a.wav").write_bytes(make_wav(6100))
+    values: list[object] = [clips[i % 10] for i in range(36)]
+    values[3::9] = [None, str(tmp_path / "a.wav"), str(tmp_path / "missing.wav"), None]
+    df = pd.DataFrame({"audio": values, "n": range(36)})
+    options: dict[str, Any] = {
+        "col": "audio",
+        "model": "local/fake",
+        "cache": False,
+        "timestamps": "word",
+        "prompt": "Names: Ada.",
+        "temperature": 0.2,
+        "metadata": True,
+    }
+    # "lenient" takes every field, verbose_json included, however the audio is sent.
+    with pn.LocalGateway(mode="lenient") as gw:
+        lazy = to_dask(df).stt.transcribe(client_kwargs=gw.client_kwargs(), **options)
+        out = lazy.compute()
+        assert gw.stats().recent[-1]["fields"]["prompt"] == "Names: Ada."
+        expected = df.stt.transcribe(
+            client=pn.Client(**gw.client_kwargs()), progress=False, **options
+        )
+    assert list(out.columns)[-2:] == ["text_segments", "text_words"]
+    pd.testing.assert_frame_equal(out.drop(columns=VOLATILE), expected.drop(columns=VOLATILE))
+    # The lazy frame promised what compute() gives.
+    assert lazy.dtypes.to_dict() == out.dtypes.to_dict()
+    # The fake engine answers one segment over each clip and no words.
+    ok = out["text_error"].isna()
+    assert ok.sum() == 33
+    assert all(
+        len(s) == 1 and s[0]["text"] == t
+        for s, t in zip(out.loc[ok, "text_segments"], out.loc[ok, "text"], strict=True)
+    )
+    assert out.loc[ok, "text_words"].map(len).eq(0).all()
+    assert out.loc[~ok, "text_segments"].isna().all()
+
+
+def test_prompt_and_temperature_key_the_cache_as_pandas_does_both_ways(
+    dask_client: Any, tmp_path: Path
+) -> None:
+    df = pd.DataFrame({"audio": [make_wav(7000 + n) for n in range(8)] * 3})
+    cache = str(tmp_path / "cache")
+    first = {"timestamps": "segment", "prompt": "Names: Ada.", "temperature": 0.2}
+    other = {"timestamps": "segment", "prompt": "Names: Grace.", "temperature": 0.2}
+    with pn.LocalGateway(mode="lenient") as gw:
+
+        def with_pandas(**options: Any) -> pd.DataFrame:
+            return df.stt.transcribe(
+                col="audio",
+                model="local/fake",
+                cache=cache,
+                client=pn.Client(**gw.client_kwargs()),
+                progress=False,
+                metadata=True,
+                **options,
+            )
+
+        def with_dask(**options: Any) -> pd.DataFrame:
+            return (  # type: ignore[no-any-return]
+                to_dask(df)
+                .stt.transcribe(
+                    col="audio",
+                    model="local/fake",
+                    cache=cache,
+                    client_kwargs=gw.client_kwargs(),
+                    metadata=True,
+                    **options,
+                )
+                .compute()
+            )
+
+        with_pandas(**first)
+        assert gw.stats().requests == 8
+        # The rows pandas cached with these options are Dask's cache hits ...
+        hits = with_dask(**first)
+        assert gw.stats().requests == 8 and hits["text_cached"].all()
+        # ... and not with another prompt, or with no options, which are other requests.
+        other_prompt = with_dask(**other)
+        assert gw.stats().requests == 16 and not other_prompt["text_cached"].any()
+        assert gw.stats().recent[-1]["fields"]["prompt"] == "Names: Grace."
+        assert not with_dask(temperature=0.2)["text_cached"].any()
+        assert gw.stats().requests == 24
+        # What Dask cached, pandas finds.
+        again = with_pandas(**other)
+        assert gw.stats().requests == 24 and again["text_cached"].all()
+    pd.testing.assert_frame_equal(
+        other_prompt.drop(columns=[*VOLATILE, "text_cached"]),
+        again.drop(columns=[*VOLATILE, "text_cached"]),
+    )
+
+
+# ----------------------------------------------------------------- the budget
+
+PRICE = 0.006  # USD per minute: a 2 s clip costs 0.0002
+CLIP_COST = PRICE * 2 / 60
+UNPRICED = "acme/stt-1"  # in no price table, and the gateway lists no prices
+
+
+def _clips(n: int) -> list[bytes]:
+    return [make_wav(8000 + i, seconds=2.0, rate=8000) for i in range(n)]
+
+
+def _refused(out: pd.DataFrame) -> pd.Series:
+    return out["text_error"].fillna("").str.startswith("BudgetExceededError:")
+
+
+@pytest.mark.parametrize(
+    ("priced", "affordable"), [(True, 20), (False, 2)], ids=["split-by-audio", "no-price-one-task"]
+)
+def test_a_budget_below_the_cost_stops_within_the_budget(
+    dask_client: Any, tmp_path: Path, priced: bool, affordable: int
+) -> None:
+    clips = _clips(40)
+    df = pd.DataFrame({"audio": clips + clips[:8]})  # repeated rows are paid once
+    budget = affordable * CLIP_COST
+    model = "local/fake" if priced else UNPRICED
+    with pn.LocalGateway(
+        price_per_minute=PRICE, models={UNPRICED: "fake"}, list_prices=False
+    ) as gw:
+        out = (
+            to_dask(df)
+            .stt.transcribe(
+                col="audio",
+                model=model,
+                cache=str(tmp_path / "cache"),
+                client_kwargs=gw.client_kwargs(),
+                budget=budget,
+                # Given, since this gateway's catalog lists no price; None: learnt.
+                prices={model: PRICE} if priced else None,
+                metadata=True,
+            )
+            .compute()
+        )
+        stats = gw.stats()
+    done = out["text"].notna()
+    first = ~out["audio"].duplicated()
+    charged = float(out.loc[done & first, "text_cost"].sum())
+    assert charged <= budget + 1e-12  # the whole run, every partition together
+    assert set(stats.audio_counts.values()) == {1}
+    assert stats.requests == int((done & first).sum())
+    assert (_refused(out) | done).all() and _refused(out).any()
+    if priced:
+        # Each partition's share is rounded down to whole requests: at most one request
+        # per partition goes unspent.
+        assert stats.requests >= 20 - PARTITIONS
+        assert out.loc[_refused(out), "text_error"].str.contains("share of budget=0.004").all()
+    else:
+        # One task and one gate, learning the cost from its first answer: as pandas. (A
+        # gate per partition would send a request each before knowing the cost: 4 > 2.)
+        assert stats.requests == 2
+
+
+def test_budget_errors_raise_the_typed_error_and_a_rerun_pays_only_the_rest(
+    dask_client: Any, tmp_path: Path
+) -> None:
+    clips = _clips(40)
+    df = pd.DataFrame({"audio": clips})
+    cache = str(tmp_path / "cache")
+    with pn.LocalGateway(price_per_minute=PRICE) as gw:
+
+        def run(budget: float, errors: Any = "store", **compute: Any) -> pd.DataFrame:
+            lazy = to_dask(df).stt.transcribe(
+                col="audio",
+                model="local/fake",
+                cache=cache,
+                client_kwargs=gw.client_kwargs(),
+                budget=budget,
+                errors=errors,
+            )
+            return lazy.compute(**compute)  # type: ignore[no-any-return]
+
+        # One partition at a time, so the run stops with the partition that raised.
+        with pytest.raises(pn.BudgetExceededError, match=r"share of budget=0\.0032 USD") as info:
+            run(16 * CLIP_COST, errors="raise", scheduler="sync")
+        assert info.value.spent <= info.value.budget <= 16 * CLIP_COST
+        paid = gw.stats().requests
+        assert 0 < paid < 16
+        assert len(pd.read_parquet(cache)) == paid  # the finished rows were cached
+
+        # Cached rows cost nothing: the shares follow the audio each partition has left.
+        stopped = run(20 * CLIP_COST)
+        paid = gw.stats().requests
+        assert _refused(stopped).sum() == 40 - paid
+        # A budget of exactly what is left: every share fits its partition's requests.
+        rest = run((40 - paid) * CLIP_COST)
+        stats = gw.stats()
+    assert rest["text_error"].isna().all()
+    assert stats.requests == 40 and set(stats.audio_counts.values()) == {1}
+
+
+def test_budget_shares_sum_to_the_budget() -> None:
+    from phaseo_notebook._budget import share_of_budget
+    from phaseo_notebook.dask import _Need
+
+    needs = [_Need(2000 * 7, 7, 1), _Need(0, 0, 3), _Need(1500, 1, 0), _Need()]
+    whole = _Need(
+        sum(n.known_ms for n in needs), sum(n.known for n in needs), sum(n.unknown for n in needs)
+    )
+    for budget in (0.03, 1.0, 7.123456789):
+        shares = [share_of_budget(budget, *n.weight(whole)) for n in needs]
+        total = round(sum(shares) * 1e9)
+        # Rounded down per partition; the empty one holds the least a gate can hold.
+        assert round(budget * 1e9) - len(needs) <= total <= round(budget * 1e9) + 1
+        assert shares[-1] == 1e-9
+    # Unknown lengths count at the mean known length: 15.5 s / 8 requests, 4 of them here.
+    mine, total_weight = needs[1].weight(whole)
+    assert mine / total_weight == pytest.approx(3 / 12)
+
+
 # ----------------------------------------------------------------- checks before any scheduling
 
 
