@@ -412,8 +412,11 @@ def test_budget_errors_raise_the_typed_error_and_a_rerun_pays_only_the_rest(
             run(16 * CLIP_COST, errors="raise", scheduler="sync")
         assert info.value.spent <= info.value.budget <= 16 * CLIP_COST
         paid = gw.stats().requests
-        assert 0 < paid < 16
-        assert len(pd.read_parquet(cache)) == paid  # the finished rows were cached
+        assert paid < 16
+        # The finished rows were cached. (The keys carry the gateway's port, so how the 40
+        # requests fall into partitions changes per run: a first partition with under 3 of
+        # them, about one run in a thousand, pays nothing before it raises.)
+        assert (len(pd.read_parquet(cache)) if paid else 0) == paid
 
         # Cached rows cost nothing: the shares follow the audio each partition has left.
         stopped = run(20 * CLIP_COST)
