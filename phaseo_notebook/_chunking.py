@@ -57,6 +57,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import threading
 from collections import deque
 from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass
@@ -531,12 +532,29 @@ async def aplan_chunks(source: AudioInput, limits: ModelLimits) -> AsyncIterator
     ...     return len([c async for c in aplan_chunks(path, limits)])
     """
     chunks = plan_chunks(source, limits)
+    # Held while a worker runs the generator: a generator cannot be closed while it runs.
+    busy = threading.Lock()
+
+    def advance() -> Chunk | None:
+        with busy:
+            return next(chunks, None)
+
+    def close() -> None:
+        with busy:
+            chunks.close()
+
     try:
         while True:
-            chunk = await asyncio.to_thread(next, chunks, None)
+            chunk = await asyncio.to_thread(advance)
             if chunk is None:
                 return
             yield chunk
     finally:
-        # Closing runs the generator's cleanup (closing the file) off the loop as well.
-        await asyncio.to_thread(chunks.close)
+        if busy.locked():
+            # Cancelled while a worker makes a chunk, which it finishes anyway: waiting
+            # for it would hold up the cancel by a chunk's decoding and encoding, so a
+            # thread of its own closes the generator once the chunk is made.
+            threading.Thread(target=close, name="phaseo-notebook-chunks", daemon=True).start()
+        else:
+            # Closing runs the generator's cleanup (closing the file) off the loop as well.
+            await asyncio.to_thread(close)
