@@ -783,7 +783,7 @@ def test_upload_clears_the_grid_when_a_run_starts_and_shows_time_left(tmp_path: 
     assert "phaseo-running" not in w._dom_classes and len(w.df) == 3
 
 
-def test_upload_cancel_stops_the_run_and_keeps_finished_rows_in_the_cache(
+def test_upload_cancel_shows_the_finished_rows_and_transcribe_sends_only_the_rest(
     tmp_path: Path,
 ) -> None:
     files = {f"{i:02}.wav": make_wav(600 + i) for i in range(40)}
@@ -800,17 +800,62 @@ def test_upload_cancel_stops_the_run_and_keeps_finished_rows_in_the_cache(
             w.cancel_button.click()
             assert w.wait(WAIT)
             stopped_in = time.monotonic() - started
-            done = w.progress.value
             sent = gw.stats().requests
-            assert w.cancelled and w.error is None and w.df.empty
+            cut = w.df
+            assert w.cancelled and w.error is None
             assert "Cancelled" in w.status.value and "kept in the cache" in w.status.value
             assert not w.transcribe_button.disabled and w.cancel_button.disabled
-            assert 0 < done < len(files) and stopped_in < 5
-            # Run again: what finished comes from the cache.
+            assert stopped_in < 5
+            # Run again: what finished comes from the cache; only the rest is sent.
             again = run_upload(w, files)
-    assert again["cached"].sum() >= done
+            assert w.last_result is not None
+            resent = w.last_result.requests
+
+    # The cancelled run's table: every file, the finished ones with their transcripts.
+    finished = cut["text"].notna()
+    done = int(finished.sum())
+    assert cut["name"].tolist() == list(files) and 0 < done < len(files)
+    for name, text in zip(cut.loc[finished, "name"], cut.loc[finished, "text"], strict=True):
+        assert text == fake_transcript(files[name])
+    assert cut.loc[finished, "error"].isna().all()
+    assert cut.loc[~finished, "error"].str.startswith("CancelledError: ").all()
+    assert cut["audio"].tolist() == list(files.values())
+    assert again["cached"].tolist() == finished.tolist()
+    assert resent == len(files) - done
     assert again["error"].isna().all() and not w.cancelled
     assert sent < len(files)  # the cancelled run did not go on sending in the background
+
+
+def test_upload_grid_after_cancel_has_every_file_and_says_which_were_not_transcribed(
+    tmp_path: Path,
+) -> None:
+    files = {f"{i:02}.wav": make_wav(620 + i) for i in range(30)}
+    with pn.LocalGateway(engine="fake", faults=pn.Faults(latency=0.5)) as gw:
+        with pn.Client(**gw.client_kwargs()) as client:
+            w = pn.widgets.upload(model="local/fake", client=client, cache=False)
+            w.file_upload.value = upload_value(files)
+            assert w.transcribe()
+            deadline = time.monotonic() + WAIT
+            while w.progress.value == 0:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            assert w.cancel() and w.wait(WAIT) and w.cancelled
+    df = w.df
+    done = int(df["text"].notna().sum())
+    assert 0 < done < len(files)
+    assert "Cancelled after" in w.status.value
+    assert f"{done} of {len(files)} transcribed" in w.status.value
+    cells = w.results.children[3:]
+    assert len(cells) == 3 * len(files)
+    for (name, wav), name_cell, player, body, text in zip(
+        files.items(), cells[0::3], cells[1::3], cells[2::3], df["text"], strict=True
+    ):
+        assert name in name_cell.value
+        assert isinstance(player, widgets.Audio) and bytes(player.value) == wav
+        if pd.isna(text):
+            assert f"{name}: not transcribed" in body.value and "phaseo-error" in body.value
+        else:
+            assert fake_transcript(wav) in body.value and "phaseo-transcript" in body.value
 
 
 def test_upload_cancel_with_the_cache_off_says_nothing_is_kept() -> None:
