@@ -623,8 +623,11 @@ async def transcribe_many(
         Optional request fields (``timestamp_granularities``, ``prompt``, ``temperature``),
         sent only when given.
     on_progress
-        Called with ``(rows done, rows in all)`` as rows finish (cached, sent or failed), on
-        the thread the engine runs on; it must be quick. Drives a widget's progress bar.
+        Called with ``(units done, units in all)`` as work finishes, on the thread the
+        engine runs on; it must be quick. Drives a widget's progress bar. A unit is a row
+        (cached, sent or failed), except that a long file sent as chunks counts one unit
+        per chunk, moved as each chunk is answered: the units in all start as the rows and
+        grow when a file turns out to need chunks (see :class:`._progress.ProgressBar`).
 
     Returns
     -------

@@ -3,9 +3,9 @@
 A thin front over the batch engine. The Transcribe button starts the run on a background
 thread and returns at once: a callback that blocked would hold the kernel's message loop, so
 the page could not show the progress bar moving (or anything else) until the end. The engine's
-``on_progress`` callback moves the bar; ipykernel delivers widget updates made from any thread.
-A cancelled run still shows the files that finished: the engine fills a result the cell
-holds, and marks the others as cancelled.
+``on_progress`` callback moves the bar, per row and per chunk of a long file; ipykernel
+delivers widget updates made from any thread. A cancelled run still shows the files that
+finished: the engine fills a result the cell holds, and marks the others as cancelled.
 """
 
 from __future__ import annotations
@@ -306,6 +306,33 @@ def result_rows(files: Sequence[UploadedFile], result: BatchResult) -> list[dict
     ]
 
 
+def progress_line(files: int, done: int, total: int, elapsed: float) -> str:
+    """The status line while a run goes: work done, time elapsed, and time left.
+
+    ``done`` and ``total`` are the engine's units of work (``on_progress``): a file each,
+    except a long file sent as chunks, which counts its chunks; then the line says so.
+
+    Examples
+    --------
+    >>> progress_line(3, 0, 3, 2.0)
+    'Transcribing 3 files: 0 done, 2 s elapsed, estimating time left.'
+    >>> progress_line(1, 3, 12, 30.0)
+    'Transcribing 1 file in 12 parts: 3 parts done, 30 s elapsed, about 90 s left.'
+    """
+    if done and total > done:
+        eta = f"about {elapsed / done * (total - done):.0f} s left"
+    elif total > done:
+        eta = "estimating time left"
+    else:
+        eta = "finishing"
+    what = f"{files} file{'s' * (files != 1)}"
+    if total != files:
+        what, count = f"{what} in {total} parts", f"{done} parts done"
+    else:
+        count = f"{done} done"
+    return f"Transcribing {what}: {count}, {elapsed:.0f} s elapsed, {eta}."
+
+
 class BatchRun:
     """One batch run on its own event loop in a thread, which can be cancelled from anywhere.
 
@@ -515,8 +542,10 @@ class UploadWidget(widgets.VBox):  # type: ignore[misc]
         self._run_handle: BatchRun | None = None
         self._ticker: threading.Thread | None = None
         self._started = 0.0
-        self._done_rows = 0
-        self._total = 0
+        # The engine's units of work (``on_progress``): files, and chunks of long files.
+        self._done_units = 0
+        self._total_units = 0
+        self._files = 0
         # Guards the status line between the ticker, the engine's thread and the run's end.
         self._status_lock = threading.Lock()
         self._ticking = False
@@ -795,8 +824,8 @@ class UploadWidget(widgets.VBox):  # type: ignore[misc]
             self.progress.bar_style = "info"
             self.add_class("phaseo-running")
             self._started = time.monotonic()
-            self._done_rows = 0
-            self._total = len(files)
+            self._done_units = 0
+            self._total_units = self._files = len(files)
             run = start_upload_run(
                 [f.content for f in files],
                 model=model,
@@ -866,30 +895,22 @@ class UploadWidget(widgets.VBox):  # type: ignore[misc]
         return not self.running
 
     def _on_progress(self, done: int, total: int) -> None:
-        self._done_rows = done
-        self._total = total
+        self._done_units = done
+        self._total_units = total
+        # The total first: the engine's done never exceeds its total, so the value fits.
         self.progress.max = max(total, 1)
         self.progress.value = done
         self._tick()
 
     def _tick(self) -> None:
-        done, total = self._done_rows, self._total
-        elapsed = time.monotonic() - self._started
-        if done and total > done:
-            eta = f"about {elapsed / done * (total - done):.0f} s left"
-        elif total > done:
-            eta = "estimating time left"
-        else:
-            eta = "finishing"
+        done, total = self._done_units, self._total_units
+        line = progress_line(self._files, done, total, time.monotonic() - self._started)
         # Under the lock: a tick from another thread must not overwrite the final message.
         with self._status_lock:
             if not self._ticking:
                 return
             self.progress.description = f"{done}/{total}"
-            self._say(
-                f"Transcribing {total} file{'s' * (total != 1)}: {done} done, {elapsed:.0f} s"
-                f" elapsed, {eta}."
-            )
+            self._say(line)
 
     def _tick_until_done(self, run: BatchRun) -> None:
         while not run.wait(1.0):
@@ -933,6 +954,8 @@ class UploadWidget(widgets.VBox):  # type: ignore[misc]
             self.last_result = result
             self._rows = result_rows(files, result)
             self._render()
+            # Files now, not units: a long file's chunks are done with it.
+            self.progress.max = max(len(files), 1)
             self.progress.value = len(files)
             self.progress.description = f"{len(files)}/{len(files)}"
             self.progress.bar_style = "warning" if result.errors else "success"
