@@ -60,10 +60,12 @@ from ._spend import RunSpend, measure_seconds, run_price, run_summary
 from ._types import TranscriptionResult
 
 __all__ = [
+    "CANCELLED_ERROR",
     "AimdPolicy",
     "BatchResult",
     "ErrorsMode",
     "TranscribeRequest",
+    "mark_unfinished",
     "request_cache_key",
     "run_request",
     "run_request_sync",
@@ -82,6 +84,8 @@ FATAL_ERRORS: tuple[type[BaseException], ...] = (
     ConfigurationError,
     UnknownModelError,
 )
+#: The error of a row a cancelled run did not finish (the rows that finished keep theirs).
+CANCELLED_ERROR = "CancelledError: the run was cancelled before this row finished"
 #: Answers that mean "too much load": they shrink the in-flight limit.
 CONGESTION_STATUSES = frozenset({429, 502, 503})
 _FLUSH_ROWS = 5000
@@ -155,6 +159,24 @@ def format_error(err: BaseException) -> str:
     'ValueError: bad'
     """
     return f"{type(err).__name__}: {err}"
+
+
+def mark_unfinished(result: BatchResult, error: str) -> int:
+    """Give ``error`` to every row with neither a transcript nor an error; returns how many.
+
+    Examples
+    --------
+    >>> res = BatchResult.empty(3)
+    >>> res.text[0], res.error[1] = "hello", "ValueError: bad"
+    >>> mark_unfinished(res, "CancelledError: stopped"), res.error
+    (1, [None, 'ValueError: bad', 'CancelledError: stopped'])
+    """
+    marked = 0
+    for r, (text, err) in enumerate(zip(result.text, result.error, strict=True)):
+        if text is None and err is None:
+            result.error[r] = error
+            marked += 1
+    return marked
 
 
 def _clean_language(value: object) -> str | None:
@@ -581,11 +603,19 @@ async def transcribe_many(
     return await run_request(TranscribeRequest(inputs, **options), inside_loop=_inside_loop)
 
 
-async def run_request(request: TranscribeRequest, *, inside_loop: bool = True) -> BatchResult:
+async def run_request(
+    request: TranscribeRequest, *, inside_loop: bool = True, result: BatchResult | None = None
+) -> BatchResult:
     """Run a checked :class:`TranscribeRequest`; what every front ends up calling.
 
     ``inside_loop`` is False when called through :func:`run_request_sync`, whose private
     event loop a caller's :class:`AsyncClient` is not bound to.
+
+    ``result``, a ``BatchResult.empty(len(request.inputs))``, is filled in place as rows
+    finish and returned. It is for a caller that may cancel the run: a cancelled run
+    raises ``asyncio.CancelledError`` and returns nothing, and this object then holds the
+    rows that finished (saved to the cache as well), the others with
+    :data:`CANCELLED_ERROR`.
 
     Examples
     --------
@@ -601,7 +631,10 @@ async def run_request(request: TranscribeRequest, *, inside_loop: bool = True) -
     # Counted from the call, so reading and hashing the inputs is part of the budget.
     deadline_at = None if deadline is None else asyncio.get_running_loop().time() + deadline
     n = len(request.inputs)
-    result = BatchResult.empty(n)
+    if result is None:
+        result = BatchResult.empty(n)
+    elif len(result.text) != n:
+        raise ValueError(f"result has {len(result.text)} rows for {n} inputs; they must match")
     spend: RunSpend | None = None
     store = resolve_cache(request.cache)
     if store is not None:  # an unwritable cache is said once, before anything is paid for
@@ -665,6 +698,10 @@ async def run_request(request: TranscribeRequest, *, inside_loop: bool = True) -
             await long.aclose()
             result.extra["chunks_sent"] = long.chunks_sent
             bar.close()
+    except asyncio.CancelledError:
+        # Whoever holds ``result`` (see above) reads why a row has no transcript.
+        mark_unfinished(result, CANCELLED_ERROR)
+        raise
     finally:
         try:
             if store is not None:

@@ -56,7 +56,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import math
 import os
+import threading
 from collections import deque
 from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass
@@ -86,6 +88,7 @@ __all__ = [
     "AudioInfo",
     "Chunk",
     "aplan_chunks",
+    "chunk_requests",
     "encode_flac",
     "iter_pcm",
     "needs_chunking",
@@ -110,6 +113,8 @@ SEARCH_SECONDS: Final = 20.0
 #: Energy frame length, and how many frames the energy is averaged over around a cut.
 FRAME_SECONDS: Final = 0.03
 SMOOTH_FRAMES: Final = 7
+#: How much longer than raw PCM a chunk of speech in FLAC may be, for the same bytes.
+_SPEECH_FLAC_RATIO: Final = 2.0
 #: FLAC's worst case: a verbatim subframe is raw 16-bit PCM, plus frame headers.
 _WORST_BYTES_PER_SECOND: Final = CHUNK_SAMPLE_RATE * 2 * 1.01
 _FLAC_HEADER_BYTES: Final = 8192
@@ -207,6 +212,33 @@ def needs_chunking(size_bytes: int, seconds: float | None, limits: ModelLimits) 
     True
     """
     return not limits.admits(size_bytes, seconds)
+
+
+def chunk_requests(seconds: float | None, size_bytes: int | None, limits: ModelLimits) -> int:
+    """How many requests one file takes under ``limits``: 1, or its number of chunks.
+
+    Counted from the file's length as :func:`plan_chunks` sizes the chunks, before any is
+    cut (what a run's estimate and its progress total start from); cuts fall in pauses, so
+    the real count can differ by one.
+
+    Examples
+    --------
+    >>> chunk_requests(3000.0, 1_000_000, ModelLimits(25_000_000, 1400))
+    3
+    >>> chunk_requests(60.0, 1_000_000, ModelLimits(25_000_000, 1400))
+    1
+    """
+    if seconds is None or size_bytes is None or not needs_chunking(size_bytes, seconds, limits):
+        return 1
+    first = later = MAX_CHUNK_SECONDS
+    if limits.max_seconds is not None:
+        first = later = min(first, limits.max_seconds * SECONDS_MARGIN)
+    if limits.max_bytes is not None:
+        raw = limits.max_bytes * BYTES_MARGIN / (2 * CHUNK_SAMPLE_RATE)
+        first, later = min(first, raw), min(later, raw * _SPEECH_FLAC_RATIO)
+    if seconds <= first:
+        return 1
+    return 1 + math.ceil((seconds - first) / later)
 
 
 def _describe(source: AudioInput) -> str:
@@ -524,12 +556,29 @@ async def aplan_chunks(source: AudioInput, limits: ModelLimits) -> AsyncIterator
     ...     return len([c async for c in aplan_chunks(path, limits)])
     """
     chunks = plan_chunks(source, limits)
+    # Held while a worker runs the generator: a generator cannot be closed while it runs.
+    busy = threading.Lock()
+
+    def advance() -> Chunk | None:
+        with busy:
+            return next(chunks, None)
+
+    def close() -> None:
+        with busy:
+            chunks.close()
+
     try:
         while True:
-            chunk = await asyncio.to_thread(next, chunks, None)
+            chunk = await asyncio.to_thread(advance)
             if chunk is None:
                 return
             yield chunk
     finally:
-        # Closing runs the generator's cleanup (closing the file) off the loop as well.
-        await asyncio.to_thread(chunks.close)
+        if busy.locked():
+            # Cancelled while a worker makes a chunk, which it finishes anyway: waiting
+            # for it would hold up the cancel by a chunk's decoding and encoding, so a
+            # thread of its own closes the generator once the chunk is made.
+            threading.Thread(target=close, name="phaseo-notebook-chunks", daemon=True).start()
+        else:
+            # Closing runs the generator's cleanup (closing the file) off the loop as well.
+            await asyncio.to_thread(close)

@@ -12,6 +12,12 @@ limit, retries and progress bar with the short rows. A producer makes its next c
 when the chunks already made but not answered fit :data:`BUFFER_BYTES` (and the run's
 concurrency), so memory holds a few chunks, never a file.
 
+On the progress bar's units of work (:class:`~._progress.ProgressBar`), a long file counts
+one unit per chunk: as many as :func:`~._chunking.chunk_requests` expects from its length
+when it is planned, more if the producer makes more, and the exact count when its plan
+ends. Each answered chunk moves the units at once, so a 2-hour file is not stuck at 0
+until it is stitched.
+
 Each chunk has its own cache key: the file's identity, the chunk's span and encoding
 (:meth:`~._chunking.Chunk.identity`), model, language, provider and options. A chunk the
 cache holds is not sent, so a run killed mid-file re-sends only the chunks not answered
@@ -53,7 +59,7 @@ from urllib.parse import urlsplit
 from ._audio import AudioSource
 from ._base_client import options_json
 from ._cache import Cache, CacheRecord, cache_key
-from ._chunking import Chunk, _Planner, aplan_chunks, needs_chunking
+from ._chunking import Chunk, _Planner, aplan_chunks, chunk_requests, needs_chunking
 from ._duration import audio_seconds
 from ._exceptions import APIStatusError, AudioInputError
 from ._limits import LIMITS_FILE_NAME, LimitBook, ModelLimits, learn_from_refusal
@@ -144,6 +150,14 @@ class _File:
     task: asyncio.Task[None] | None = None
     waiting: dict[int, asyncio.Future[str | None]] = field(default_factory=dict)
     shown: float = 0.0  # rows of progress shown for answered chunks
+    #: Units of the run's work this file holds (its rows until it is planned, then its
+    #: chunks), chunk units counted done, and those counted before the current plan.
+    units: int = field(init=False)
+    counted: int = 0
+    base: int = 0
+
+    def __post_init__(self) -> None:
+        self.units = len(self.job.rows)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -277,7 +291,17 @@ class LongAudio:
 
     def _launch(self, f: _File) -> None:
         _pin_mmap_threshold()
+        # Chunks answered under an earlier plan were real work: they stay counted, and
+        # this plan's expected chunks come on top.
+        f.base = f.counted
+        self._hold_units(f, f.base + chunk_requests(f.seconds, f.job.source.size, f.limits))
         f.task = asyncio.create_task(self._produce(f, f.generation))
+
+    def _hold_units(self, f: _File, units: int) -> None:
+        """Make ``f`` hold ``units`` of the progress bar's total."""
+        if self._bar is not None and units != f.units:
+            self._bar.add_units(units - f.units)
+        f.units = units
 
     async def _produce(self, f: _File, generation: int) -> None:
         src = f.job.source
@@ -301,11 +325,14 @@ class LongAudio:
             return
         if f.generation == generation and not f.finished:
             f.total = index
+            self._hold_units(f, f.base + index)
             self._maybe_finish(f)
 
     async def _one_chunk(
         self, f: _File, generation: int, chunk: Chunk, previous: str | None
     ) -> str | None:
+        if f.base + chunk.index + 1 > f.units:  # more chunks than expected: the work grows
+            self._hold_units(f, f.base + chunk.index + 1)
         call = f.job.call
         if self.chain_prompt:
             prompt = chained_prompt(previous, call.prompt)
@@ -484,6 +511,9 @@ class LongAudio:
         waiter = f.waiting.pop(index, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(tr.text)
+        f.counted += 1
+        if self._bar is not None:
+            self._bar.advance(1)
         if self._bar is not None and f.seconds:
             step = len(f.job.rows) * (end - start) / f.seconds
             step = min(step, max(0.0, len(f.job.rows) * 0.99 - f.shown))
@@ -558,7 +588,8 @@ class LongAudio:
         if self._bar is not None:
             if f.shown:
                 self._bar.partial(-f.shown)
-            self._bar.update(len(f.job.rows), errors=errors)
+            # The chunks answered are counted already; a failed file's others are done too.
+            self._bar.update(len(f.job.rows), errors=errors, units=max(0, f.units - f.counted))
         assert self._settle is not None
         self._settle()
 

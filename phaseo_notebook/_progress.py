@@ -54,6 +54,13 @@ class ProgressBar:
 
     A disabled bar costs nothing and still counts, so callers need no branches.
 
+    Besides rows, the bar counts *units* of work, what ``on_update`` reports: a row is one
+    unit, except a long file sent as chunks, which counts one unit per chunk instead. The
+    units in all start as the rows and grow when a file turns out to need chunks
+    (:meth:`add_units`); answered chunks move them before their file's row is done
+    (:meth:`advance`). A 2-hour file is then a bar that moves every chunk, not one that
+    sits at 0 until the file is stitched.
+
     Parameters
     ----------
     total
@@ -63,14 +70,21 @@ class ProgressBar:
     desc
         Label in front of the bar.
     on_update
-        Called with ``(done, total)`` after every update, shown or not (a widget's own bar).
+        Called with ``(units done, units in all)`` after every change, shown or not (a
+        widget's own bar). Without long files, units are rows.
 
     Examples
     --------
-    >>> bar = ProgressBar(3, enabled=False)
+    >>> seen = []
+    >>> bar = ProgressBar(3, enabled=False, on_update=lambda d, t: seen.append((d, t)))
     >>> bar.update(2, cached=1)
     >>> bar.done, bar.cached
     (2, 1)
+    >>> bar.add_units(4 - 1)  # the third row is a long file: 4 chunks instead of 1 unit
+    >>> bar.advance(4)
+    >>> bar.update(1, units=0)  # its row, stitched from the chunks already counted
+    >>> seen
+    [(2, 3), (2, 6), (6, 6), (6, 6)]
     >>> bar.close()
     """
 
@@ -89,6 +103,9 @@ class ProgressBar:
         self.total = total
         self._on_update = on_update
         self.done = 0
+        self.units = total
+        """Units of work in all (see the class docstring); grows with long files."""
+        self.units_done = 0
         self.cached = 0
         self.errors = 0
         self.sent = 0
@@ -104,14 +121,26 @@ class ProgressBar:
 
             self._bar = tqdm(total=total, desc=desc, unit="row", dynamic_ncols=True, leave=True)
 
-    def update(self, n: int = 1, *, cached: int = 0, errors: int = 0, sent: int = 0) -> None:
-        """Count ``n`` finished rows, of which ``cached`` came from the cache and ``errors`` failed."""
+    def update(
+        self,
+        n: int = 1,
+        *,
+        cached: int = 0,
+        errors: int = 0,
+        sent: int = 0,
+        units: int | None = None,
+    ) -> None:
+        """Count ``n`` finished rows, of which ``cached`` came from the cache and ``errors`` failed.
+
+        ``units`` are the units of work they finish, ``n`` unless told (a long file's row
+        finishes only the chunk units :meth:`advance` did not count).
+        """
         self.done += n
         self.cached += cached
         self.errors += errors
         self.sent += sent
-        if self._on_update is not None:
-            self._on_update(self.done, self.total)
+        self.units_done += n if units is None else units
+        self._report()
         if self._bar is None:
             return
         self._bar.update(n)
@@ -119,6 +148,21 @@ class ProgressBar:
         if now - self._last_postfix >= self._POSTFIX_EVERY or self.done >= self.total:
             self._last_postfix = now
             self._bar.set_postfix_str(self.postfix(now), refresh=False)
+
+    def add_units(self, units: int) -> None:
+        """The run's work changed by ``units`` (more when a file turns out to need chunks;
+        fewer when its plan ends under the estimate). Moves only the units, not the rows."""
+        self.units += units
+        self._report()
+
+    def advance(self, units: int = 1) -> None:
+        """Count ``units`` of work done that finish no row (a long file's answered chunk)."""
+        self.units_done += units
+        self._report()
+
+    def _report(self) -> None:
+        if self._on_update is not None:
+            self._on_update(self.units_done, self.units)
 
     def partial(self, rows: float) -> None:
         """Move the bar by a fraction of a row (a long file's answered chunk), counting nothing.

@@ -122,8 +122,11 @@ class TranscribeRequest:
     row_retries, flush_interval, on_progress
         Engine tuning: times a row that kept failing transiently is put back in the queue;
         seconds between cache flushes (a killed process loses at most this much paid work);
-        called with ``(units done, units in all)`` on the engine's thread as work finishes
-        (it must be quick; it drives a widget's progress bar).
+        ``on_progress`` is called with ``(units done, units in all)`` on the engine's thread as
+        work finishes (it must be quick; it drives a widget's progress bar). A unit is a row
+        (cached, sent or failed), except that a long file sent as chunks counts one unit per
+        chunk: the units in all start as the rows and grow when a file turns out to need
+        chunks (see :class:`._progress.ProgressBar`).
     chain_prompt
         For a long file sent as chunks: each chunk's ``prompt`` ends with the previous
         chunk's text (consistent names across cuts; a file's chunks then go one at a time).

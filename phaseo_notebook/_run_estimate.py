@@ -8,8 +8,8 @@ may make is the gateway's catalog (``GET /models``), and only when the model is 
 a gateway and ``prices=`` does not name it.
 
 A file over the model's limits (:mod:`._limits`: the known table and the 25 MB default)
-is sent as chunks, one request each: :func:`chunk_requests` counts them from the file's
-length, as the chunker sizes them: the first chunk under the bytes limit at raw 16 kHz
+is sent as chunks, one request each: :func:`~._chunking.chunk_requests` counts them from
+the file's length, as the chunker sizes them: the first chunk under the bytes limit at raw 16 kHz
 16-bit PCM (its worst case), later ones at the FLAC ratio of speech, about half, and every
 one under the seconds limit with its margin. Cut points fall in pauses, so the real count
 can differ by one. The audio minutes and the cost do not depend on how a file is cut.
@@ -17,51 +17,17 @@ can differ by one. The audio minutes and the cost do not depend on how a file is
 
 from __future__ import annotations
 
-import math
-
 from ._batch import BatchResult, _plan
 from ._cache import resolve_cache
-from ._chunking import (
-    BYTES_MARGIN,
-    CHUNK_SAMPLE_RATE,
-    MAX_CHUNK_SECONDS,
-    SECONDS_MARGIN,
-    needs_chunking,
-)
+from ._chunking import chunk_requests
 from ._client import AsyncClient, Client
 from ._estimate import Estimate, estimate_model
-from ._limits import LimitBook, ModelLimits
+from ._limits import LimitBook
 from ._pricing import lookup_price
 from ._request import TranscribeRequest
 from ._spend import measure_seconds, run_price
 
 __all__ = ["chunk_requests", "estimate_request"]
-
-#: How much longer than raw PCM a chunk of speech in FLAC may be, for the same bytes.
-_SPEECH_FLAC_RATIO = 2.0
-
-
-def chunk_requests(seconds: float | None, size_bytes: int | None, limits: ModelLimits) -> int:
-    """How many requests one file takes under ``limits``: 1, or its number of chunks.
-
-    Examples
-    --------
-    >>> chunk_requests(3000.0, 1_000_000, ModelLimits(25_000_000, 1400))
-    3
-    >>> chunk_requests(60.0, 1_000_000, ModelLimits(25_000_000, 1400))
-    1
-    """
-    if seconds is None or size_bytes is None or not needs_chunking(size_bytes, seconds, limits):
-        return 1
-    first = later = MAX_CHUNK_SECONDS
-    if limits.max_seconds is not None:
-        first = later = min(first, limits.max_seconds * SECONDS_MARGIN)
-    if limits.max_bytes is not None:
-        raw = limits.max_bytes * BYTES_MARGIN / (2 * CHUNK_SAMPLE_RATE)
-        first, later = min(first, raw), min(later, raw * _SPEECH_FLAC_RATIO)
-    if seconds <= first:
-        return 1
-    return 1 + math.ceil((seconds - first) / later)
 
 
 def estimate_request(request: TranscribeRequest) -> Estimate:

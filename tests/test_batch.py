@@ -16,7 +16,14 @@ import pandas as pd
 import pytest
 
 import phaseo_notebook as pn
-from phaseo_notebook._batch import AimdPolicy, transcribe_many_sync
+from phaseo_notebook._batch import (
+    CANCELLED_ERROR,
+    AimdPolicy,
+    BatchResult,
+    TranscribeRequest,
+    run_request,
+    transcribe_many_sync,
+)
 from phaseo_notebook._engines import fake_transcript
 
 from ._sigint import with_default_sigint
@@ -291,6 +298,38 @@ def test_deadline_keeps_finished_rows(tmp_path: Path) -> None:
     assert 4 <= done < 40
     assert out["text_error"].dropna().str.contains("deadline").all()
     assert len(pd.read_parquet(tmp_path)) == done
+
+
+async def test_cancelled_run_leaves_its_finished_rows_in_the_result_it_was_given(
+    tmp_path: Path,
+) -> None:
+    inputs = [make_wav(i) for i in range(40)]
+    with pn.LocalGateway(faults=pn.Faults(latency=0.3)) as gw:
+        async with pn.AsyncClient(**gw.client_kwargs()) as client:
+            request = TranscribeRequest(
+                inputs,
+                model="local/fake",
+                client=client,
+                concurrency=4,
+                cache=tmp_path,
+                progress=False,
+            )
+            partial = BatchResult.empty(len(inputs))
+            task = asyncio.create_task(run_request(request, result=partial))
+            while partial.text.count(None) == len(inputs):  # wait for finished rows
+                await asyncio.sleep(0.02)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    done = [r for r, text in enumerate(partial.text) if text is not None]
+    assert 0 < len(done) < len(inputs)
+    assert all(partial.text[r] == fake_transcript(inputs[r]) for r in done)
+    assert all(partial.error[r] is None for r in done)
+    rest = [partial.error[r] for r in range(len(inputs)) if r not in done]
+    assert rest == [CANCELLED_ERROR] * (len(inputs) - len(done))
+    assert len(pd.read_parquet(tmp_path)) == len(done)  # and saved, as the rows say
+    with pytest.raises(ValueError, match="result has 2 rows for 40 inputs"):
+        await run_request(request, result=BatchResult.empty(2))
 
 
 def test_adaptive_limit_lowers_in_flight_under_429(tmp_path: Path) -> None:

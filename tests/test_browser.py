@@ -4,8 +4,8 @@ The upload cell transcribes real recordings with the embedded PocketSphinx engin
 no gateway), and the review cell saves decisions through its keyboard shortcuts: typed in
 the text box, right after clicking the audio player, and in command mode. Then the files
 come back in another order and each decision is still on its own recording; stale grids
-are cleared; Cancel stops a run; at 1000 px with the file browser open nothing is cut off.
-Screenshots go to ``test-artifacts/`` at the repository root.
+are cleared; Cancel stops a run and leaves a row per file; at 1000 px with the file browser
+open nothing is cut off. Screenshots go to ``test-artifacts/`` at the repository root.
 """
 
 from __future__ import annotations
@@ -369,7 +369,7 @@ def test_upload_and_review_cells_in_jupyterlab(tmp_path: Path, shared_audio: Pat
 @pytest.mark.timeout(240)
 def test_cancel_stops_a_run_in_jupyterlab(tmp_path: Path, shared_audio: Path) -> None:
     _require_tools()
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     root, home = tmp_path / "root", tmp_path / "home"
     root.mkdir()
@@ -390,13 +390,22 @@ def test_cancel_stops_a_run_in_jupyterlab(tmp_path: Path, shared_audio: Path) ->
             cell.get_by_text("4 files chosen").wait_for(timeout=10_000)
             cell.get_by_role("button", name="Transcribe").click()
             cell.get_by_text("elapsed").wait_for(timeout=10_000)
-            page.wait_for_timeout(1500)
+            # Cancel once a file has finished and others have not (jfk.flac alone takes
+            # PocketSphinx about as long as it plays, 11 s).
+            cell.get_by_text(re.compile(r"4 files: [123] done")).wait_for(timeout=60_000)
             started = time.monotonic()
             cell.get_by_role("button", name="Cancel").click()
             cell.get_by_text("Cancelled after").wait_for(timeout=30_000)
             stopped_in = time.monotonic() - started
+            # Every file has its row: a transcript if it finished, "not transcribed" if not.
+            rows = cell.locator(".phaseo-results").locator(".phaseo-transcript, .phaseo-error")
+            expect(rows).to_have_count(len(clips), timeout=10_000)
+            transcribed = cell.locator(".phaseo-transcript").count()
+            not_done = cell.locator(".phaseo-error", has_text="not transcribed").count()
+            assert transcribed + not_done == len(clips) and transcribed >= 1 and not_done >= 1
+            cell.get_by_text(f"{transcribed} of {len(clips)} transcribed").wait_for(timeout=5_000)
+            assert cell.locator("audio").count() == len(clips)
             _screenshot(cell, "upload-cancelled.png")
-            assert cell.locator(".phaseo-transcript").count() == 0
             assert cell.get_by_role("button", name="Transcribe").is_enabled()
         finally:
             browser.close()

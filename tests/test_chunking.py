@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -335,6 +336,38 @@ async def test_aplan_chunks_leaves_the_event_loop_free(
     await task
     assert chunks == small_chunks
     assert ticks > 20
+
+
+async def test_aplan_chunks_cancelled_while_a_chunk_is_made_ends_cancelled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A run cancelled mid-file: the worker thread is still inside the generator. Closing
+    # it there raised "generator already executing", which replaced the cancellation
+    # and became the file's error.
+    making, release, closed = threading.Event(), threading.Event(), threading.Event()
+
+    def slow_plan(source: object, limits: ModelLimits) -> Iterator[Chunk]:
+        try:
+            making.set()
+            release.wait(10)
+            yield Chunk(0, 0.0, 1.0, b"fLaC")
+        finally:
+            closed.set()
+
+    monkeypatch.setattr("phaseo_notebook._chunking.plan_chunks", slow_plan)
+
+    async def consume() -> None:
+        async for _chunk in aplan_chunks(b"", SMALL_LIMITS):
+            pass
+
+    task = asyncio.create_task(consume())
+    assert await asyncio.to_thread(making.wait, 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not closed.is_set()  # not waited for: the chunk is still being made
+    release.set()
+    assert await asyncio.to_thread(closed.wait, 10)  # closed once it was made
 
 
 def test_encode_flac_of_pieces_equals_whole() -> None:

@@ -179,6 +179,102 @@ def test_engine_reports_progress_per_row() -> None:
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
 
 
+#: A limit the local gateway enforces (and teaches by refusing the whole file): a minute of
+#: audio then goes as about seven chunks, enough to see progress move between them.
+CHUNK_LIMITS = {"local/fake": (None, 10.0)}
+
+
+def test_upload_progress_moves_per_chunk_of_a_long_file(tmp_path: Path) -> None:
+    files = {"meeting.wav": make_wav(5, seconds=60.0), "short.wav": make_wav(6)}
+    with (
+        pn.LocalGateway(engine="fake", mode="lenient", limits=CHUNK_LIMITS) as gw,
+        pn.Client(**gw.client_kwargs()) as client,
+    ):
+        w = pn.widgets.upload(model="local/fake", client=client, cache=tmp_path / "c")
+        bars: list[tuple[int, int]] = []
+        statuses: list[str] = []
+        w.progress.observe(lambda c: bars.append((c["new"], w.progress.max)), names="value")
+        w.status.observe(lambda c: statuses.append(c["new"]), names="value")
+        df = run_upload(w, files)
+    assert df["error"].isna().all() and w.last_result is not None
+    chunks = w.last_result.extra["chunks_sent"]
+    assert chunks >= 5
+    # One step per answered chunk and one for the short file, never past the total, which
+    # grew from 2 files to the chunks and the short file once the long file was planned.
+    during = bars[:-1]
+    assert [value for value, _ in during] == list(range(1, chunks + 2))
+    assert all(value <= total for value, total in during)
+    assert max(total for _, total in during) == chunks + 1
+    assert any(f"2 files in {chunks + 1} parts" in s for s in statuses)
+    # The run over, the bar counts files again.
+    assert (w.progress.value, w.progress.max, w.progress.description) == (2, 2, "2/2")
+
+
+@pytest.mark.parametrize("estimate", [None, 2, 40], ids=["planned", "too-few", "too-many"])
+def test_engine_progress_counts_chunks_whatever_their_expected_number(
+    estimate: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The total starts from the chunks a file's length suggests, grows when the producer
+    # makes more, and becomes exact when its plan ends.
+    if estimate is not None:
+        monkeypatch.setattr("phaseo_notebook._longaudio.chunk_requests", lambda *_: estimate)
+    calls: list[tuple[int, int]] = []
+    with (
+        pn.LocalGateway(engine="fake", mode="lenient", limits=CHUNK_LIMITS) as gw,
+        pn.Client(**gw.client_kwargs()) as client,
+    ):
+        res = transcribe_many_sync(
+            [make_wav(7, seconds=40.0), make_wav(8)],
+            model="local/fake",
+            client=client,
+            cache=False,
+            progress=False,
+            on_progress=lambda d, t: calls.append((d, t)),
+        )
+    chunks = res.extra["chunks_sent"]
+    assert res.errors == 0 and chunks >= 4
+    assert calls[0] == (0, 2) and calls[-1] == (chunks + 1, chunks + 1)
+    assert all(done <= total for done, total in calls)
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and set(done) == set(range(chunks + 2))
+
+
+def test_upload_cancel_mid_long_file_then_transcribe_sends_only_the_chunks_missing(
+    tmp_path: Path,
+) -> None:
+    wav = make_wav(9, seconds=60.0)
+    # Seeded: some requests answer at once, others only after 10 s, so a cancel lands with
+    # part of the file answered.
+    faults = pn.Faults(slow_rate=0.5, slow_seconds=10.0, seed=0)
+    with (
+        pn.LocalGateway(engine="fake", mode="lenient", limits=CHUNK_LIMITS, faults=faults) as gw,
+        pn.Client(**gw.client_kwargs()) as client,
+    ):
+        w = pn.widgets.upload(model="local/fake", client=client, cache=tmp_path / "c")
+        w.file_upload.value = upload_value({"meeting.wav": wav})
+        assert w.transcribe()
+        deadline = time.monotonic() + WAIT
+        while w.progress.value < 2:  # chunks answered move the bar before the file is done
+            assert w.running and time.monotonic() < deadline
+            time.sleep(0.02)
+        assert w.cancel() and w.wait(WAIT) and w.cancelled
+        answered = w.progress.value
+        cut, shown = w.df, w.results.children[5].value
+        gw.set_faults(None)
+        totals: list[int] = []
+        w.progress.observe(lambda c: totals.append(c["new"]), names="max")
+        again = run_upload(w, {"meeting.wav": wav})
+        assert w.last_result is not None
+        resent = w.last_result.requests
+    assert cut["text"].isna().all()
+    assert cut["error"][0].startswith("CancelledError: ")
+    assert "meeting.wav: not transcribed" in shown
+    chunks = max(totals)  # the exact count, once the rerun's plan ended
+    assert 2 <= answered < chunks
+    assert resent == chunks - answered  # the answered chunks came from the cache
+    assert again["error"].isna().all() and again["text"][0]
+
+
 def test_widget_state_never_holds_the_api_key(tmp_path: Path) -> None:
     with (
         pn.LocalGateway(engine="fake", api_key="sk-widget-secret-123") as gw,
@@ -783,7 +879,7 @@ def test_upload_clears_the_grid_when_a_run_starts_and_shows_time_left(tmp_path: 
     assert "phaseo-running" not in w._dom_classes and len(w.df) == 3
 
 
-def test_upload_cancel_stops_the_run_and_keeps_finished_rows_in_the_cache(
+def test_upload_cancel_shows_the_finished_rows_and_transcribe_sends_only_the_rest(
     tmp_path: Path,
 ) -> None:
     files = {f"{i:02}.wav": make_wav(600 + i) for i in range(40)}
@@ -800,17 +896,62 @@ def test_upload_cancel_stops_the_run_and_keeps_finished_rows_in_the_cache(
             w.cancel_button.click()
             assert w.wait(WAIT)
             stopped_in = time.monotonic() - started
-            done = w.progress.value
             sent = gw.stats().requests
-            assert w.cancelled and w.error is None and w.df.empty
+            cut = w.df
+            assert w.cancelled and w.error is None
             assert "Cancelled" in w.status.value and "kept in the cache" in w.status.value
             assert not w.transcribe_button.disabled and w.cancel_button.disabled
-            assert 0 < done < len(files) and stopped_in < 5
-            # Run again: what finished comes from the cache.
+            assert stopped_in < 5
+            # Run again: what finished comes from the cache; only the rest is sent.
             again = run_upload(w, files)
-    assert again["cached"].sum() >= done
+            assert w.last_result is not None
+            resent = w.last_result.requests
+
+    # The cancelled run's table: every file, the finished ones with their transcripts.
+    finished = cut["text"].notna()
+    done = int(finished.sum())
+    assert cut["name"].tolist() == list(files) and 0 < done < len(files)
+    for name, text in zip(cut.loc[finished, "name"], cut.loc[finished, "text"], strict=True):
+        assert text == fake_transcript(files[name])
+    assert cut.loc[finished, "error"].isna().all()
+    assert cut.loc[~finished, "error"].str.startswith("CancelledError: ").all()
+    assert cut["audio"].tolist() == list(files.values())
+    assert again["cached"].tolist() == finished.tolist()
+    assert resent == len(files) - done
     assert again["error"].isna().all() and not w.cancelled
     assert sent < len(files)  # the cancelled run did not go on sending in the background
+
+
+def test_upload_grid_after_cancel_has_every_file_and_says_which_were_not_transcribed(
+    tmp_path: Path,
+) -> None:
+    files = {f"{i:02}.wav": make_wav(620 + i) for i in range(30)}
+    with pn.LocalGateway(engine="fake", faults=pn.Faults(latency=0.5)) as gw:
+        with pn.Client(**gw.client_kwargs()) as client:
+            w = pn.widgets.upload(model="local/fake", client=client, cache=False)
+            w.file_upload.value = upload_value(files)
+            assert w.transcribe()
+            deadline = time.monotonic() + WAIT
+            while w.progress.value == 0:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            assert w.cancel() and w.wait(WAIT) and w.cancelled
+    df = w.df
+    done = int(df["text"].notna().sum())
+    assert 0 < done < len(files)
+    assert "Cancelled after" in w.status.value
+    assert f"{done} of {len(files)} transcribed" in w.status.value
+    cells = w.results.children[3:]
+    assert len(cells) == 3 * len(files)
+    for (name, wav), name_cell, player, body, text in zip(
+        files.items(), cells[0::3], cells[1::3], cells[2::3], df["text"], strict=True
+    ):
+        assert name in name_cell.value
+        assert isinstance(player, widgets.Audio) and bytes(player.value) == wav
+        if pd.isna(text):
+            assert f"{name}: not transcribed" in body.value and "phaseo-error" in body.value
+        else:
+            assert fake_transcript(wav) in body.value and "phaseo-transcript" in body.value
 
 
 def test_upload_cancel_with_the_cache_off_says_nothing_is_kept() -> None:

@@ -3,7 +3,9 @@
 A thin front over the batch engine. The Transcribe button starts the run on a background
 thread and returns at once: a callback that blocked would hold the kernel's message loop, so
 the page could not show the progress bar moving (or anything else) until the end. The engine's
-``on_progress`` callback moves the bar; ipykernel delivers widget updates made from any thread.
+``on_progress`` callback moves the bar, per row and per chunk of a long file; ipykernel
+delivers widget updates made from any thread. A cancelled run still shows the files that
+finished: the engine fills a result the cell holds, and marks the others as cancelled.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import pandas as pd
 from .. import _constants as C
 from .._audio import sniff_audio_format
 from .._base_client import is_local_model
-from .._batch import BatchResult, run_request
+from .._batch import CANCELLED_ERROR, BatchResult, mark_unfinished, run_request
 from .._cache import Cache, resolve_cache
 from .._client import AsyncClient, Client, default_model, fetch_catalog, runs_in_process
 from .._estimate import Estimate
@@ -226,6 +228,8 @@ def readable_error(name: str, error: str) -> str:
     'notes.wav: content is not audio'
     >>> readable_error("a.wav", "RateLimitError: slow down (429)")
     'a.wav: rate limited: slow down (429)'
+    >>> readable_error("b.wav", "CancelledError: the run was cancelled before this row finished")
+    'b.wav: not transcribed: the run was cancelled before this row finished'
     """
     text = " ".join(error.split())
     match = re.match(r"(\w+Error): (.*)", text)
@@ -233,7 +237,11 @@ def readable_error(name: str, error: str) -> str:
     text = re.sub(r"^audio input (<[^>]*>|'[^']*'): ", "", text)
     if kind and kind not in ("AudioInputError", "APIError"):
         # "RateLimitError" -> "rate limited" reads better than a class name.
-        words = {"RateLimitError": "rate limited", "APITimeoutError": "timed out"}
+        words = {
+            "RateLimitError": "rate limited",
+            "APITimeoutError": "timed out",
+            "CancelledError": "not transcribed",
+        }
         label = words.get(kind, re.sub(r"(?<!^)(?=[A-Z][a-z])", " ", kind[:-5]).lower())
         text = f"{label}: {text}" if label else text
     return f"{name}: {text}"
@@ -273,12 +281,66 @@ def estimate_note(estimate: Estimate) -> str:
     return f'<span class="phaseo-muted">Estimate: {html.escape(", ".join(parts))}</span>'
 
 
+def result_rows(files: Sequence[UploadedFile], result: BatchResult) -> list[dict[str, Any]]:
+    """The results table's rows (:data:`RESULT_COLUMNS`): one per file, in upload order.
+
+    Examples
+    --------
+    >>> res = BatchResult.empty(2)
+    >>> res.text[0], res.error[1] = "hello", CANCELLED_ERROR
+    >>> files = [UploadedFile("a.wav", 4, b"RIFF"), UploadedFile("b.wav", 4, b"RIFF")]
+    >>> [(row["name"], row["text"], row["error"]) for row in result_rows(files, res)]
+    [('a.wav', 'hello', None), ('b.wav', None, 'CancelledError: the run was cancelled before this row finished')]
+    """
+    return [
+        {
+            "name": f.name,
+            "size": f.size,
+            "duration": result.duration[i],
+            "text": result.text[i],
+            "error": result.error[i],
+            "cached": result.cached[i],
+            "audio": f.content,
+        }
+        for i, f in enumerate(files)
+    ]
+
+
+def progress_line(files: int, done: int, total: int, elapsed: float) -> str:
+    """The status line while a run goes: work done, time elapsed, and time left.
+
+    ``done`` and ``total`` are the engine's units of work (``on_progress``): a file each,
+    except a long file sent as chunks, which counts its chunks; then the line says so.
+
+    Examples
+    --------
+    >>> progress_line(3, 0, 3, 2.0)
+    'Transcribing 3 files: 0 done, 2 s elapsed, estimating time left.'
+    >>> progress_line(1, 3, 12, 30.0)
+    'Transcribing 1 file in 12 parts: 3 parts done, 30 s elapsed, about 90 s left.'
+    """
+    if done and total > done:
+        eta = f"about {elapsed / done * (total - done):.0f} s left"
+    elif total > done:
+        eta = "estimating time left"
+    else:
+        eta = "finishing"
+    what = f"{files} file{'s' * (files != 1)}"
+    if total != files:
+        what, count = f"{what} in {total} parts", f"{done} parts done"
+    else:
+        count = f"{done} done"
+    return f"Transcribing {what}: {count}, {elapsed:.0f} s elapsed, {eta}."
+
+
 class BatchRun:
     """One batch run on its own event loop in a thread, which can be cancelled from anywhere.
 
     ``cancel()`` cancels the engine's task: requests in flight stop, and the engine saves
     the rows that finished to the cache before it ends. The run's outcome is ``result``,
-    ``error`` or ``cancelled``.
+    ``error`` or ``cancelled``. With ``partial``, the result the engine fills as rows
+    finish (``run_request(..., result=partial)``), a cancelled run still has its finished
+    rows there; the others get :data:`~phaseo_notebook._batch.CANCELLED_ERROR`.
 
     Examples
     --------
@@ -292,8 +354,14 @@ class BatchRun:
     (0, False)
     """
 
-    def __init__(self, make_coro: Callable[[], Coroutine[Any, Any, BatchResult]]) -> None:
+    def __init__(
+        self,
+        make_coro: Callable[[], Coroutine[Any, Any, BatchResult]],
+        *,
+        partial: BatchResult | None = None,
+    ) -> None:
         self._make_coro = make_coro
+        self.partial = partial
         self._ready = threading.Event()
         self._done = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -322,6 +390,10 @@ class BatchRun:
             self.result = loop.run_until_complete(task)
         except asyncio.CancelledError:
             self.cancelled = True
+            if self.partial is not None:
+                # The engine marks its unfinished rows; a run cancelled before the engine
+                # began has none of its own to mark.
+                mark_unfinished(self.partial, CANCELLED_ERROR)
         except BaseException as err:  # handed to whoever reads the run
             self.error = err
         finally:
@@ -470,8 +542,10 @@ class UploadWidget(widgets.VBox):  # type: ignore[misc]
         self._run_handle: BatchRun | None = None
         self._ticker: threading.Thread | None = None
         self._started = 0.0
-        self._done_rows = 0
-        self._total = 0
+        # The engine's units of work (``on_progress``): files, and chunks of long files.
+        self._done_units = 0
+        self._total_units = 0
+        self._files = 0
         # Guards the status line between the ticker, the engine's thread and the run's end.
         self._status_lock = threading.Lock()
         self._ticking = False
@@ -587,8 +661,10 @@ class UploadWidget(widgets.VBox):  # type: ignore[misc]
 
         Columns ``name``, ``size`` (bytes), ``duration`` (seconds, where the gateway reports
         it), ``text``, ``error``, ``cached`` (served from the cache) and ``audio`` (the bytes,
-        so ``pn.widgets.review(w.df, audio_col="audio")`` can follow). Empty while a run is
-        in progress, after new files are chosen, and after a run that failed or was cancelled.
+        so ``pn.widgets.review(w.df, audio_col="audio")`` can follow). After a cancelled run,
+        the files that finished have their text and the others the error
+        ``CancelledError: ...``. Empty while a run is in progress, after new files are
+        chosen, and after a run that failed as a whole.
 
         Examples
         --------
@@ -748,8 +824,8 @@ class UploadWidget(widgets.VBox):  # type: ignore[misc]
             self.progress.bar_style = "info"
             self.add_class("phaseo-running")
             self._started = time.monotonic()
-            self._done_rows = 0
-            self._total = len(files)
+            self._done_units = 0
+            self._total_units = self._files = len(files)
             run = start_upload_run(
                 [f.content for f in files],
                 model=model,
@@ -819,30 +895,22 @@ class UploadWidget(widgets.VBox):  # type: ignore[misc]
         return not self.running
 
     def _on_progress(self, done: int, total: int) -> None:
-        self._done_rows = done
-        self._total = total
+        self._done_units = done
+        self._total_units = total
+        # The total first: the engine's done never exceeds its total, so the value fits.
         self.progress.max = max(total, 1)
         self.progress.value = done
         self._tick()
 
     def _tick(self) -> None:
-        done, total = self._done_rows, self._total
-        elapsed = time.monotonic() - self._started
-        if done and total > done:
-            eta = f"about {elapsed / done * (total - done):.0f} s left"
-        elif total > done:
-            eta = "estimating time left"
-        else:
-            eta = "finishing"
+        done, total = self._done_units, self._total_units
+        line = progress_line(self._files, done, total, time.monotonic() - self._started)
         # Under the lock: a tick from another thread must not overwrite the final message.
         with self._status_lock:
             if not self._ticking:
                 return
             self.progress.description = f"{done}/{total}"
-            self._say(
-                f"Transcribing {total} file{'s' * (total != 1)}: {done} done, {elapsed:.0f} s"
-                f" elapsed, {eta}."
-            )
+            self._say(line)
 
     def _tick_until_done(self, run: BatchRun) -> None:
         while not run.wait(1.0):
@@ -859,15 +927,22 @@ class UploadWidget(widgets.VBox):  # type: ignore[misc]
             if run.cancelled:
                 self.cancelled = True
                 self.progress.bar_style = "warning"
-                done = self._done_rows
+                partial = run.partial if run.partial is not None else BatchResult.empty(len(files))
+                mark_unfinished(partial, CANCELLED_ERROR)  # nothing left to mark if the run did
+                self.last_result = partial
+                self._rows = result_rows(files, partial)
+                self._render()
+                done = sum(text is not None for text in partial.text)
                 if self._cache is not None:
                     kept = (
                         " and are kept in the cache; press Transcribe to finish the rest"
                         " (finished files come from the cache)."
                     )
                 else:
-                    kept = "; the cache is off (cache=False), so they are not kept."
-                self._say(f"Cancelled after {elapsed:.1f} s: {done} of {len(files)} finished{kept}")
+                    kept = "; the cache is off (cache=False), so Transcribe sends them again."
+                self._say(
+                    f"Cancelled after {elapsed:.1f} s: {done} of {len(files)} transcribed{kept}"
+                )
                 return
             if run.error is not None or run.result is None:
                 err = run.error or RuntimeError("the run ended without a result")
@@ -877,19 +952,10 @@ class UploadWidget(widgets.VBox):  # type: ignore[misc]
                 return
             result = run.result
             self.last_result = result
-            self._rows = [
-                {
-                    "name": f.name,
-                    "size": f.size,
-                    "duration": result.duration[i],
-                    "text": result.text[i],
-                    "error": result.error[i],
-                    "cached": result.cached[i],
-                    "audio": f.content,
-                }
-                for i, f in enumerate(files)
-            ]
+            self._rows = result_rows(files, result)
             self._render()
+            # Files now, not units: a long file's chunks are done with it.
+            self.progress.max = max(len(files), 1)
             self.progress.value = len(files)
             self.progress.description = f"{len(files)}/{len(files)}"
             self.progress.bar_style = "warning" if result.errors else "success"
@@ -949,9 +1015,10 @@ def start_upload_run(
 ) -> BatchRun:
     """A cancellable batch run of ``inputs`` (not started), registered for kernel interrupts.
 
-    The one place the upload cell talks to the batch engine: ``transcribe_many`` on a loop
-    of the run's own, so the run's task can be cancelled from the Cancel button's thread or
-    from the interrupt handler.
+    The one place the upload cell talks to the batch engine: ``run_request`` on a loop of
+    the run's own, so the run's task can be cancelled from the Cancel button's thread or
+    from the interrupt handler. The engine fills the run's ``partial`` result as files
+    finish, so a cancelled run still shows them.
 
     Examples
     --------
@@ -969,7 +1036,8 @@ def start_upload_run(
         progress=False,
         on_progress=on_progress,
     )
-    run = BatchRun(lambda: run_request(request, inside_loop=False))
+    partial = BatchResult.empty(len(inputs))
+    run = BatchRun(lambda: run_request(request, inside_loop=False, result=partial), partial=partial)
     with _RUNS_LOCK:
         _ACTIVE_RUNS.add(run)
     return run
@@ -987,12 +1055,13 @@ def upload(
     Shows a drop zone for audio files (several at once) with the chosen files listed,
     model and language pickers, Transcribe and Cancel buttons, a progress bar with the time
     left, and a results table with an audio player and the transcript (or the error, one
-    line with the file name) of each file. Cancel, or the kernel's interrupt, stops a run
-    and keeps the files already transcribed in the cache. The Model list offers the offline
-    engines and, with a gateway configured, the gateway's catalog; the Language box takes a
-    language code (``en``, ``pt-BR``) or stays empty. Transcription goes through the batch engine, so
-    uploading the same file again is answered from the cache. With no API key and no gateway
-    configured, ``local/*`` models run in this process (offline).
+    line with the file name) of each file. Cancel, or the kernel's interrupt, stops a run:
+    the files already transcribed stay in the table (and in the cache, so Transcribe then
+    sends only the others, which are shown as not transcribed). The Model list offers the
+    offline engines and, with a gateway configured, the gateway's catalog; the Language box
+    takes a language code (``en``, ``pt-BR``) or stays empty. Transcription goes through
+    the batch engine, so uploading the same file again is answered from the cache. With no
+    API key and no gateway configured, ``local/*`` models run in this process (offline).
 
     Parameters
     ----------
