@@ -16,6 +16,7 @@ name, then renamed) and merged with what other processes wrote meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -188,6 +189,8 @@ class FileHashes:
             os.replace(tmp, self.file)
         except OSError as err:
             log.debug("cannot save file hashes in %s: %s", self.directory, err)
-            tmp.unlink(missing_ok=True)
+            # Not missing_ok alone: under a path that is not a directory, unlink fails too.
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             return 0
         return len(new)

@@ -82,6 +82,19 @@ def test_a_file_modified_moments_ago_is_not_remembered(tmp_path: Path) -> None:
     assert FileHashes(tmp_path / "cache").source(str(clip)) is None
 
 
+def test_a_cache_directory_that_cannot_be_made_only_loses_the_shortcut(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The run goes on uncached when the cache directory cannot be written; the file-hash
+    # table beside it must not fail the run either (a file stands where the directory goes).
+    clip = tmp_path / "clip.wav"
+    write_old(clip, make_wav(4))
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    assert run([clip], blocker / "cache") == [fake_transcript(make_wav(4))]
+    assert "this run continues uncached" in caplog.text
+
+
 def test_a_damaged_table_is_ignored_and_rewritten(tmp_path: Path) -> None:
     clip = tmp_path / "clip.wav"
     write_old(clip, make_wav(3))
