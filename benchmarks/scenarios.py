@@ -351,7 +351,9 @@ def _transcribe_in_phases(
     """``df.stt.transcribe`` as its three steps, each timed: request, run, output columns.
 
     The run reports its own planning (inputs checked, identities and keys) and cache
-    lookup times; ``join`` is building the output frame from the per-row outcomes.
+    lookup (keys found, answers decoded, rows filled) times; the part files are read in a
+    worker thread during planning. ``join`` is building the output frame from the per-row
+    outcomes.
     """
     started = time.perf_counter()
     request = frame_request(

@@ -24,17 +24,19 @@ from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
+
+import numpy as np
 
 from . import _constants as C
-from ._audio import AudioSource, is_missing, normalize_audio
+from ._audio import AudioSource, is_missing, normalize_audio, plain_url, url_source
 from ._base_client import (
     ClientSettings,
     PreparedCall,
     check_encodable,
     is_retryable,
 )
-from ._cache import Cache, CacheRecord, cache_key, resolve_cache
+from ._cache import Cache, CacheKeys, CacheRecord, cache_key, resolve_cache
 from ._client import AsyncClient, Client, fetch_catalog
 from ._exceptions import (
     APIError,
@@ -49,7 +51,7 @@ from ._exceptions import (
     PhaseoError,
     UnknownModelError,
 )
-from ._filehashes import FileHashes
+from ._filehashes import FileHashes, Remembered
 from ._longaudio import LongAudio, is_limit_refusal, limit_book_for
 from ._progress import ProgressBar, progress_enabled
 from ._request import (
@@ -57,7 +59,7 @@ from ._request import (
     TranscribeRequest,
 )
 from ._spend import RunSpend, measure_seconds, run_price, run_summary
-from ._types import TranscriptionResult
+from ._types import ResultColumns, TranscriptionResult
 
 __all__ = [
     "CANCELLED_ERROR",
@@ -389,6 +391,103 @@ class _RunClient:
             self._threads.shutdown(wait=False, cancel_futures=True)
 
 
+#: How a planned request's audio is built when it is sent: the source itself (checked
+#: while planning), a plain URL, or an unchanged file with what is remembered of it. Rows
+#: served from the cache never build one.
+_SourceOf = AudioSource | str | tuple[str, Remembered]
+
+
+def _source_of(entry: _SourceOf) -> AudioSource:
+    if isinstance(entry, AudioSource):
+        return entry
+    if isinstance(entry, str):
+        return url_source(entry)
+    text, remembered = entry
+    return remembered.source(text)
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What planning found: the distinct requests, and which one each row asks for.
+
+    Rows become jobs only for the requests that are sent: a rerun served from the cache
+    fills its rows through ``row_key``, with no object per row.
+    """
+
+    keys: list[str]
+    identities: list[str]
+    calls: list[PreparedCall]
+    sources: list[_SourceOf]
+    #: Per row, the index of its request in ``keys``; -1 for a row refused while planning.
+    row_key: np.ndarray
+
+    def rows_per_key(self) -> np.ndarray:
+        """How many rows ask for each request."""
+        return np.bincount(self.row_key[self.row_key >= 0], minlength=len(self.keys))
+
+    def jobs(self, wanted: Sequence[int] | np.ndarray | None = None) -> dict[str, _Job]:
+        """A job for each request in ``wanted`` (indices into ``keys``, ascending; all by
+        default), each with its rows, in the order of their first rows."""
+        chosen = range(len(self.keys)) if wanted is None else [int(k) for k in wanted]
+        if not len(chosen):
+            return {}
+        rows_of: dict[int, list[int]] = {k: [] for k in chosen}
+        asked = np.zeros(len(self.keys) + 1, dtype=bool)  # the last stands for refused rows
+        asked[list(chosen)] = True
+        rows = np.flatnonzero(asked[self.row_key])
+        for row, k in zip(rows.tolist(), self.row_key[rows].tolist(), strict=True):
+            rows_of[k].append(row)
+        keys, identities, calls, sources = self.keys, self.identities, self.calls, self.sources
+        return {
+            keys[k]: _Job(keys[k], identities[k], _source_of(sources[k]), calls[k], rows)
+            for k, rows in rows_of.items()
+        }
+
+
+def _distinct_values(
+    inputs: Sequence[object],
+    languages: Sequence[object] | None,
+    result: BatchResult,
+    errors: ErrorsMode,
+) -> tuple[list[object], list[int], list[str | None], ValueError | None]:
+    """The distinct values of the rows, numbered in the order of their first rows.
+
+    Returns the values, each row's value (-1 for a row whose language is refused: its
+    error is in ``result``), each row's checked language (empty without ``languages``),
+    and, with ``errors="raise"``, the refused language that ends the rows looked at. A
+    value that is not str or bytes is a value of its own.
+    """
+    seen: dict[str | bytes, int] = {}
+    if languages is None and all(type(value) is str for value in inputs):
+        # The usual column of URLs or paths: numbered in one pass.
+        texts = cast("Sequence[str]", inputs)
+        row_value = [seen.setdefault(text, len(seen)) for text in texts]
+        return list(seen), row_value, [], None
+    values: list[object] = []
+    row_value = [-1] * len(inputs)
+    row_lang: list[str | None] = []
+    for i, value in enumerate(inputs):
+        if languages is not None:
+            try:
+                row_lang.append(_clean_language(languages[i]))
+            except ValueError as err:
+                row_lang.append(None)
+                result.error[i] = format_error(err)
+                if errors == "raise":
+                    return values, row_value, row_lang, err
+                continue
+        if isinstance(value, str | bytes):
+            v = seen.get(value)
+            if v is None:
+                v = seen[value] = len(values)
+                values.append(value)
+        else:
+            v = len(values)
+            values.append(value)
+        row_value[i] = v
+    return values, row_value, row_lang, None
+
+
 def _plan(
     inputs: Sequence[object],
     languages: Sequence[object] | None,
@@ -396,71 +495,67 @@ def _plan(
     result: BatchResult,
     errors: ErrorsMode,
     hashes: FileHashes | None = None,
-) -> dict[str, _Job]:
-    """Normalise every input, compute identities and keys, and group rows into jobs.
+) -> _Plan:
+    """Check every input, compute identities and keys, and find each row's request.
 
-    With ``hashes``, a file unchanged since it was last hashed is taken from there, neither
-    opened nor read; files hashed here are remembered in it.
+    The same value (a URL, a path string or a clip repeated across rows) is checked and
+    hashed once, whatever the language of each row. A plain URL is known by its shape, and
+    with ``hashes`` a file unchanged since it was last hashed by one stat (neither opened
+    nor read); files hashed here are remembered in it. Refused rows get their error in
+    ``result``; with ``errors="raise"`` the first refusal in row order is raised (a file
+    that fails while being hashed only after every other check).
     """
-    n = len(inputs)
-    language = call.language
-    # One prepared call per distinct language, shared by its jobs.
-    calls: dict[str | None, PreparedCall] = {language: call}
-    jobs: dict[str, _Job] = {}
-    # The same value (a URL, a path string or a clip repeated across rows) is normalised and
-    # hashed once, whatever the language of each row: checking it does not depend on that.
-    checked: dict[str | bytes, AudioSource | str] = {}
-    row_sources: list[tuple[int, AudioSource, str | None]] = []
-    add_row = row_sources.append
-    lang = language
-    identities: dict[int, str | AudioInputError] = {}
+    values, row_value, row_lang, stop = _distinct_values(inputs, languages, result, errors)
 
-    for i in range(n):
-        value = inputs[i]
-        if languages is not None:
-            try:
-                lang = _clean_language(languages[i])
-            except ValueError as err:
-                result.error[i] = format_error(err)
-                if errors == "raise":
-                    raise
-                continue
-        memo_key = value if isinstance(value, str | bytes) else None
-        if memo_key is not None:
-            known = checked.get(memo_key)
-            if known is not None:
-                if isinstance(known, str):  # the error text of its first row
-                    result.error[i] = known
-                else:
-                    add_row((i, known, lang))
-                continue
-        known_file = hashes.source(value) if hashes is not None and isinstance(value, str) else None
-        if known_file is not None:
-            src, identities[id(src)] = known_file
+    # Values -> what to send and its identity (files: hashed below).
+    m = len(values)
+    sources: list[_SourceOf | None] = [None] * m
+    identities: list[str | None] = [None] * m
+    refused: dict[int, AudioInputError] = {}
+    files: list[int] = []
+
+    def check(v: int) -> None:
+        try:
+            src = normalize_audio(values[v])
+        except AudioInputError as err:
+            refused[v] = err
+            return
+        sources[v] = src
+        if src.kind == "path":
+            files.append(v)
         else:
-            try:
-                src = normalize_audio(value)
-            except AudioInputError as err:
-                text = result.error[i] = format_error(err)
-                if memo_key is not None:
-                    checked[memo_key] = text
-                if errors == "raise":
-                    raise
+            identities[v] = src.identity()
+
+    maybe_known: list[int] = []
+    texts: list[str] = []
+    for v, value in enumerate(values):
+        if isinstance(value, str):
+            url = plain_url(value)
+            if url is not None:
+                sources[v] = url
+                identities[v] = "url:" + url
                 continue
-        if memo_key is not None:
-            checked[memo_key] = src
-        add_row((i, src, lang))
+            if hashes is not None:
+                maybe_known.append(v)
+                texts.append(value)
+                continue
+        check(v)
+    if hashes is not None and maybe_known:
+        for v, text, known in zip(maybe_known, texts, hashes.lookup(texts), strict=True):
+            if known is None:
+                check(v)
+            else:
+                sources[v] = (text, known)
+                identities[v] = known.sha256
+    _refuse_rows(row_value, refused, result, errors)
+    if stop is not None:
+        raise stop
 
-    # Identities: URLs and in-memory bytes are cheap; files are hashed each once however
-    # many rows name it, small ones inline, large ones in a few threads (hashlib lets go of
-    # the GIL on large buffers, so two cores hash two files at once).
-    files = {
-        id(src): src
-        for _, src, _ in row_sources
-        if src.kind == "path" and id(src) not in identities
-    }
-
-    def hash_file(src: AudioSource) -> str | AudioInputError:
+    # Files are hashed each once however many rows name it: small ones inline (handing
+    # 8 KB to a thread and back costs more CPU than hashing it), large ones in a few
+    # threads (hashlib lets go of the GIL on large buffers: two cores hash two files).
+    def hash_file(v: int) -> str | AudioInputError:
+        src = cast(AudioSource, sources[v])
         try:
             digest = src.identity()
         except AudioInputError as err:  # vanished or became unreadable since it was checked
@@ -469,36 +564,101 @@ def _plan(
             hashes.remember(src, digest)
         return digest
 
-    large = {sid: src for sid, src in files.items() if (src.size or 0) > C.INLINE_READ_BYTES}
-    identities.update((sid, hash_file(src)) for sid, src in files.items() if sid not in large)
+    large = [v for v in files if (cast(AudioSource, sources[v]).size or 0) > C.INLINE_READ_BYTES]
+    in_threads = set(large)
+    digests = {v: hash_file(v) for v in files if v not in in_threads}
     if len(large) == 1:
-        identities.update((sid, hash_file(src)) for sid, src in large.items())
+        digests[large[0]] = hash_file(large[0])
     elif large:
         with ThreadPoolExecutor(max_workers=min(_HASH_THREADS, len(large))) as pool:
-            identities.update(zip(large, pool.map(hash_file, large.values()), strict=True))
-
-    for i, src, lang in row_sources:
-        sid = id(src)
-        identity = identities.get(sid)
-        if identity is None:
-            identity = identities[sid] = src.identity()
-        if isinstance(identity, AudioInputError):
-            result.error[i] = format_error(identity)
-            if errors == "raise":
-                raise identity
-            continue
-        key = cache_key(
-            identity, call.model, lang, call.provider_json, call.options_json, origin=call.origin
-        )
-        job = jobs.get(key)
-        if job is None:
-            row_call = calls.get(lang)
-            if row_call is None:
-                row_call = calls[lang] = call.with_language(lang)
-            jobs[key] = _Job(key, identity, src, row_call, [i])
+            digests.update(zip(large, pool.map(hash_file, large), strict=True))
+    unreadable: dict[int, AudioInputError] = {}
+    for v in files:
+        digest = digests[v]
+        if isinstance(digest, AudioInputError):
+            unreadable[v] = digest
         else:
-            job.rows.append(i)
-    return jobs
+            identities[v] = digest
+    _refuse_rows(row_value, unreadable, result, errors)
+    return _group(row_value, row_lang if languages is not None else None, identities, sources, call)
+
+
+def _refuse_rows(
+    row_value: list[int],
+    refused: dict[int, AudioInputError],
+    result: BatchResult,
+    errors: ErrorsMode,
+) -> None:
+    """Give every row of a refused value its error (raised, in row order, if asked)."""
+    if not refused:
+        return
+    texts = {v: format_error(err) for v, err in refused.items()}
+    for i, v in enumerate(row_value):
+        text = texts.get(v)
+        if text is not None:
+            result.error[i] = text
+            row_value[i] = -1
+            if errors == "raise":
+                raise refused[v]
+
+
+def _group(
+    row_value: list[int],
+    row_lang: list[str | None] | None,
+    identities: list[str | None],
+    sources: list[_SourceOf | None],
+    call: PreparedCall,
+) -> _Plan:
+    """One request per distinct identity and language, numbered in the order of first rows."""
+    keymaker = CacheKeys(call.model, call.provider_json, call.options_json, origin=call.origin)
+    if row_lang is None:
+        # One language: a request per identity, found per distinct value, not per row.
+        present = [v for v, identity in enumerate(identities) if identity is not None]
+        found: list[str] = [identities[v] for v in present]  # type: ignore[misc]
+        firsts, key_sources = found, [sources[v] for v in present]
+        key_of_present: Sequence[int] = range(len(present))
+        if len(set(found)) < len(found):  # values sharing an identity (a file and its bytes)
+            index: dict[str, int] = {}
+            key_of_present = [index.setdefault(identity, len(index)) for identity in found]
+            first_value = dict(zip(reversed(key_of_present), reversed(present), strict=True))
+            firsts, key_sources = list(index), [sources[first_value[k]] for k in range(len(index))]
+        key_of_value = np.full(len(identities) + 1, -1, dtype=np.int64)  # the last: refused
+        key_of_value[present] = key_of_present
+        return _Plan(
+            keys=keymaker.many(firsts, call.language),
+            identities=firsts,
+            calls=[call] * len(firsts),
+            sources=cast("list[_SourceOf]", key_sources),  # set with each identity
+            row_key=key_of_value[np.asarray(row_value, dtype=np.int64)],
+        )
+    firsts = []
+    key_sources = []
+    keys: list[str] = []
+    calls: list[PreparedCall] = []
+    by_language: dict[str | None, PreparedCall] = {call.language: call}
+    pairs: dict[tuple[str, str | None], int] = {}
+    row_key = [-1] * len(row_value)
+    for i, v in enumerate(row_value):
+        if v < 0:
+            continue
+        identity = identities[v]
+        if identity is None:
+            continue
+        lang = row_lang[i]
+        k = pairs.get((identity, lang))
+        if k is None:
+            k = pairs[identity, lang] = len(keys)
+            keys.append(keymaker.of(identity, lang))
+            firsts.append(identity)
+            key_sources.append(sources[v])
+            row_call = by_language.get(lang)
+            if row_call is None:
+                row_call = by_language[lang] = call.with_language(lang)
+            calls.append(row_call)
+        row_key[i] = k
+    # A value with an identity has its source set: None stands only for refused values.
+    known = cast("list[_SourceOf]", key_sources)
+    return _Plan(keys, firsts, calls, known, np.asarray(row_key, dtype=np.int64))
 
 
 def request_cache_key(
@@ -531,23 +691,53 @@ def request_cache_key(
     )
 
 
-def _serve_from_cache(
-    store: Cache, jobs: dict[str, _Job], result: BatchResult, todo: deque[_Job]
-) -> int:
-    """Fill the rows of every job the cache holds; queue the others. Returns rows filled."""
-    answers = store.get_many(jobs)
-    cached_rows = 0
-    for key, job in jobs.items():
-        answer = answers.get(key)
-        if answer is None:
-            todo.append(job)
-            continue
-        _fill(result, job.rows, answer, latency=None)
-        for r in job.rows:
-            result.cached[r] = True
-        cached_rows += len(job.rows)
-    result.cache_hits = len(answers)
-    return cached_rows
+def _serve_from_cache(store: Cache, plan: _Plan, result: BatchResult) -> tuple[int, np.ndarray]:
+    """Fill the rows of every request the cache holds, column by column.
+
+    Returns the rows filled and the requests still to send (indices into ``plan.keys``).
+    """
+    found, answers = store.answers(plan.keys)
+    result.cache_hits = len(found)
+    answer_of_key = np.full(len(plan.keys) + 1, -1, dtype=np.int64)  # the last: refused rows
+    answer_of_key[found] = np.arange(len(found))
+    row_answer = answer_of_key[plan.row_key]
+    rows = np.flatnonzero(row_answer >= 0)
+    _fill_cached(result, rows, row_answer[rows], answers)
+    return len(rows), np.flatnonzero(answer_of_key[:-1] < 0)
+
+
+#: The :class:`BatchResult` lists a cached answer fills (``latency`` stays None).
+_CACHED_FIELDS = (
+    "text",
+    "provider",
+    "duration",
+    "cost",
+    "request_id",
+    "language",
+    "segments",
+    "words",
+)
+
+
+def _fill_cached(
+    result: BatchResult, rows: np.ndarray, which: np.ndarray, answers: ResultColumns
+) -> None:
+    """:func:`_fill` of many rows at once: row ``rows[j]`` gets cached answer ``which[j]``.
+
+    Object arrays gather and scatter each column in one step; rows sharing an answer
+    share its values, as :func:`_fill` gives them.
+    """
+    if not len(rows):
+        return
+    n = len(result.text)
+    for name in (*_CACHED_FIELDS, "cached"):
+        given: list[Any] = [True] * len(answers) if name == "cached" else getattr(answers, name)
+        column = np.fromiter(given, dtype=object, count=len(given))[which]
+        if len(rows) < n:
+            whole = np.fromiter(getattr(result, name), dtype=object, count=n)
+            whole[rows] = column
+            column = whole
+        setattr(result, name, column.tolist())
 
 
 def _fill(
@@ -640,18 +830,29 @@ async def run_request(
     if store is not None:  # an unwritable cache is said once, before anything is paid for
         await asyncio.to_thread(store.check_writable)
     sender = _RunClient(request.client, request.concurrency, inside_loop)
+    hashes = FileHashes(store.path) if store is not None and isinstance(store.path, Path) else None
+    reading = None
+    if store is not None:
+        # What planning and the lookup read is read in a worker thread while the inputs
+        # are checked: Parquet decoding leaves the GIL. A failure is left to where the
+        # data is used, which reads again what was not read.
+        paths = hashes is not None and any(
+            isinstance(value, str) and "://" not in value for value in request.inputs
+        )
+        # Submitted now: a task would start only once planning, which never yields, ended.
+        reading = asyncio.get_running_loop().run_in_executor(
+            None, _read_ahead, store, hashes if paths else None
+        )
+        reading.add_done_callback(_ignore_outcome)
     try:
         call = sender.client.prepare(
             request.model, request.language, request.provider, **request.call_options()
         )
-        hashes = (
-            FileHashes(store.path) if store is not None and isinstance(store.path, Path) else None
-        )
         with _gc_paused():
-            jobs = _plan(request.inputs, request.languages, call, result, errors, hashes)
+            plan = _plan(request.inputs, request.languages, call, result, errors, hashes)
         if hashes is not None:
             hashes.save()
-        result.distinct = len(jobs)
+        result.distinct = len(plan.keys)
         planned = time.monotonic()
 
         bar = ProgressBar(
@@ -659,13 +860,16 @@ async def run_request(
         )
         invalid = result.errors  # rows refused while planning
         bar.update(invalid, errors=invalid)
-        todo: deque[_Job] = deque()
-        if store is not None and jobs:
+        if store is not None and plan.keys:
+            if reading is not None:
+                await asyncio.wait([reading])
             with _gc_paused():
-                cached_rows = _serve_from_cache(store, jobs, result, todo)
+                cached_rows, missing = _serve_from_cache(store, plan, result)
+                jobs = plan.jobs(missing)
             bar.update(cached_rows, cached=cached_rows)
         else:
-            todo.extend(jobs.values())
+            jobs = plan.jobs()
+        todo: deque[_Job] = deque(jobs.values())
         # Where a run's time goes before anything is sent (the benchmark shows it).
         result.extra["seconds_plan"] = planned - started
         result.extra["seconds_lookup"] = time.monotonic() - planned
@@ -704,6 +908,8 @@ async def run_request(
         raise
     finally:
         try:
+            if reading is not None:  # ends with the run, even one that looked nothing up
+                await asyncio.wait([reading])
             if store is not None:
                 await asyncio.shield(asyncio.to_thread(store.try_flush))
         finally:
@@ -719,6 +925,19 @@ async def run_request(
         spend=spend,
     )
     return result
+
+
+def _read_ahead(store: Cache, hashes: FileHashes | None) -> None:
+    """Read the remembered file hashes (planning needs them first), then the cache parts."""
+    if hashes is not None:
+        hashes.load()
+    store.refresh()
+
+
+def _ignore_outcome(future: asyncio.Future[Any]) -> None:
+    """Mark a background step's outcome as seen (its failure shows where it is used)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _long_audio(

@@ -25,12 +25,14 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pa_json
 
 from ._constants import ENV_CACHE_DIR
 from ._exceptions import CacheError
@@ -43,9 +45,16 @@ from ._parts import (
     is_temporary_name,
     open_parts,
 )
-from ._types import TranscriptionResult
+from ._types import BODY_NUMBERS, BODY_STRINGS, ResultColumns, TranscriptionResult
 
-__all__ = ["CACHE_FORMAT_VERSION", "CACHE_SCHEMA", "Cache", "CacheRecord", "cache_key"]
+__all__ = [
+    "CACHE_FORMAT_VERSION",
+    "CACHE_SCHEMA",
+    "Cache",
+    "CacheKeys",
+    "CacheRecord",
+    "cache_key",
+]
 
 log = logging.getLogger("phaseo_notebook")
 
@@ -115,11 +124,56 @@ def cache_key(
     >>> a == cache_key("url:https://x/a.wav", "m", None, None, origin="https://gw:443/v1")
     False
     """
-    fields = [f"v{CACHE_FORMAT_VERSION}", origin, identity, model, language or "", provider or ""]
-    if options is not None:
-        fields.append(options)
-    material = "\x1f".join(fields)
-    return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
+    return CacheKeys(model, provider, options, origin=origin).of(identity, language)
+
+
+class CacheKeys:
+    """:func:`cache_key` for many identities of one call: the shared fields joined once.
+
+    The key is the sha256 of the fields joined by ``\\x1f``: the format version, the
+    origin, the identity, the model, the language, the provider options and, when set,
+    the request options.
+
+    Examples
+    --------
+    >>> keys = CacheKeys("m", None, origin="https://gw:443/v1")
+    >>> keys.of("url:https://x/a.wav", "en") == cache_key(
+    ...     "url:https://x/a.wav", "m", "en", None, origin="https://gw:443/v1")
+    True
+    >>> keys.many(["url:https://x/a.wav"]) == [keys.of("url:https://x/a.wav")]
+    True
+    """
+
+    def __init__(
+        self, model: str, provider: str | None, options: str | None = None, *, origin: str = ""
+    ) -> None:
+        self._head = f"v{CACHE_FORMAT_VERSION}\x1f{origin}\x1f"
+        self._model = model
+        self._provider = provider or ""
+        self._options = options
+        self._tails: dict[str | None, str] = {}
+
+    def _tail(self, language: str | None) -> str:
+        tail = self._tails.get(language)
+        if tail is None:
+            tail = f"\x1f{self._model}\x1f{language or ''}\x1f{self._provider}"
+            if self._options is not None:
+                tail += f"\x1f{self._options}"
+            self._tails[language] = tail
+        return tail
+
+    def of(self, identity: str, language: str | None = None) -> str:
+        """The key of one identity in ``language``."""
+        material = self._head + identity + self._tail(language)
+        return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def many(self, identities: Iterable[str], language: str | None = None) -> list[str]:
+        """The keys of many identities in one ``language``, in order."""
+        head, tail, sha256 = self._head, self._tail(language), hashlib.sha256
+        return [
+            sha256((head + identity + tail).encode("utf-8", "surrogatepass")).hexdigest()
+            for identity in identities
+        ]
 
 
 def default_cache_dir() -> Path:
@@ -153,6 +207,142 @@ def _open_store(path: str | os.PathLike[str] | None) -> PartStore:
     return store
 
 
+#: Up to this many keys a lookup goes through a dict of every key (built on first use);
+#: more are found by one Arrow join, with no Python object per cached row.
+_FEW_KEYS = 64
+
+
+class _Columns:
+    """The rows a :class:`Cache` has read: keys, texts and bodies, as Arrow arrays.
+
+    A lookup takes only the rows it found, and bodies are decoded only for those. Rows
+    are only ever appended, keys last, so a key found always has its row. Later rows of
+    a key win: a re-transcription after a model change at the gateway is the truth.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: list[pa.Array] = []
+        self._text: list[pa.Array] = []
+        self._raw: list[pa.Array] = []
+        #: key -> position, for lookups of a few keys; None until one is made.
+        self._index: dict[str, int] | None = None
+        #: Every key, the last row first (and how many), for joins that keep the last row.
+        self._newest_first: tuple[int, pa.Array] | None = None
+
+    @property
+    def rows(self) -> int:
+        return sum(len(chunk) for chunk in self._key)
+
+    def append(self, table: pa.Table) -> None:
+        keys = table.column("key").cast(pa.string())
+        with self._lock:
+            base = self.rows
+            self._text.extend(table.column("text").cast(pa.string()).chunks)
+            self._raw.extend(table.column("raw").cast(pa.string()).chunks)
+            if self._index is not None:
+                self._index.update(
+                    zip(keys.to_pylist(), range(base, base + len(keys)), strict=True)
+                )
+            self._key.extend(keys.chunks)
+
+    def positions(self, keys: Sequence[str]) -> np.ndarray:
+        """Row of each key (-1 where absent), the last row of a key held twice."""
+        if len(keys) > _FEW_KEYS:
+            try:
+                needles = pa.array(keys, type=pa.string())
+            except (TypeError, UnicodeError, pa.ArrowException):
+                needles = None  # not all strings Arrow holds: none of them is a stored key
+            if needles is not None:
+                count, newest_first = self._newest()
+                found = pc.index_in(needles, value_set=newest_first).fill_null(-1).to_numpy()
+                return np.where(found >= 0, count - 1 - found, -1).astype(np.int64)
+        index = self._dict()
+        return np.fromiter(map(index.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
+
+    def _newest(self) -> tuple[int, pa.Array]:
+        chunks = list(self._key)
+        count = sum(len(chunk) for chunk in chunks)
+        memo = self._newest_first
+        if memo is None or memo[0] != count:
+            keys = pa.chunked_array(chunks, type=pa.string())
+            memo = self._newest_first = (count, keys.take(np.arange(count - 1, -1, -1)))
+        return memo
+
+    def _dict(self) -> dict[str, int]:
+        with self._lock:
+            if self._index is None:
+                keys = pa.chunked_array(self._key, type=pa.string()).to_pylist()
+                self._index = dict(zip(keys, range(len(keys)), strict=True))
+            return self._index
+
+    def text(self) -> pa.ChunkedArray:
+        return pa.chunked_array(list(self._text), type=pa.string())
+
+    def raw(self) -> pa.ChunkedArray:
+        return pa.chunked_array(list(self._raw), type=pa.string())
+
+
+#: What Arrow's JSON reader is asked for: a type per field, so any other type is refused.
+_BODY_SCHEMA = pa.schema(
+    [(key, pa.string()) for key in BODY_STRINGS] + [(key, pa.float64()) for key in BODY_NUMBERS]
+)
+# A body that may hold a timed list (or an escape that could spell its key) is also
+# parsed by json, for its segments and words.
+_MAYBE_TIMED = r'"segments"|"words"|\\u'
+
+
+def _columns_of_bodies(raws: pa.StringArray, texts: list[str]) -> ResultColumns | None:
+    """The answers of stored bodies, decoded by Arrow's JSON reader; None to use json.
+
+    Every body is one JSON object on one line (the cache writes ``json.dumps`` output).
+    Arrow refuses what json would read differently (a field of another type, duplicate
+    keys, a number beyond a double, invalid surrogates): any refusal returns None and the
+    caller parses them all with json, as before. So does a body that is not one object on
+    one line: a line break inside an object leaves pieces Arrow refuses, and one between
+    objects (or two objects on a line) gives more records than bodies.
+    """
+    if not len(raws):
+        return ResultColumns.from_bodies([], [])
+    # Each body and a line break, back to back in one buffer: NDJSON, with no Python string.
+    lines = pc.binary_join_element_wise(raws, "", "\n")
+    _, offsets, data = lines.buffers()
+    bounds = np.frombuffer(offsets, dtype=np.int32)[[lines.offset, lines.offset + len(lines)]]
+    try:
+        fields = pa_json.read_json(
+            pa.BufferReader(data.slice(int(bounds[0]), int(bounds[1] - bounds[0]))),
+            parse_options=pa_json.ParseOptions(
+                explicit_schema=_BODY_SCHEMA, unexpected_field_behavior="ignore"
+            ),
+        )
+    except (pa.ArrowException, ValueError):
+        return None
+    if fields.num_rows != len(raws):
+        return None
+    timed = np.flatnonzero(pc.match_substring_regex(raws, _MAYBE_TIMED).to_numpy(False))
+    bodies: dict[int, dict[str, Any]] = {}
+    for i in timed.tolist():
+        try:
+            bodies[i] = json.loads(raws[i].as_py())
+        except (ValueError, RecursionError):
+            return None
+    return ResultColumns.from_fields(
+        {key: fields.column(key).to_pylist() for key in BODY_STRINGS},
+        {key: _finite(fields.column(key)) for key in BODY_NUMBERS},
+        texts,
+        bodies,
+    )
+
+
+def _finite(column: pa.ChunkedArray) -> list[float | None]:
+    """A column of doubles as ``_opt_float`` reads them: None where null, NaN or infinite."""
+    values = column.to_numpy()  # nulls become NaN
+    out = values.astype(object)
+    out[~np.isfinite(values)] = None
+    floats: list[float | None] = out.tolist()
+    return floats
+
+
 class Cache:
     """A directory of Parquet part files holding finished transcriptions.
 
@@ -182,10 +372,7 @@ class Cache:
         self._pending: list[CacheRecord] = []
         # What this object has read so far; only new part files are read on the next lookup.
         self._seen: set[str] = set()
-        self._keys: list[str] = []
-        self._texts: list[str] = []
-        self._raws: list[str] = []
-        self._index: dict[str, int] = {}
+        self._columns = _Columns()
         self.damaged: dict[str, str] = {}
         #: Rows skipped as unusable (a null key, text or body, a body that is not a JSON
         #: object), by part file; the rest of the part is used.
@@ -240,7 +427,7 @@ class Cache:
     def _read_part(self, part: str) -> pa.Table | None:
         try:
             self._check_footer(part)
-            table = self._store.read_table(part, columns=list(_READ_COLUMNS))
+            table = self._store.read_columns(part, list(_READ_COLUMNS))
         except FileNotFoundError:
             return None  # removed by a compaction in another process; its rows moved on
         except Exception as err:  # a damaged file must not take the whole cache down
@@ -284,21 +471,9 @@ class Cache:
                 if table is None:
                     continue
                 self._seen.add(part)
-                self._part_starts.append(len(self._keys))
+                self._part_starts.append(self._columns.rows)
                 self._part_names.append(part)
-                self._append_columns(
-                    table.column("key").to_pylist(),
-                    table.column("text").to_pylist(),
-                    table.column("raw").to_pylist(),
-                )
-
-    def _append_columns(self, keys: list[str], texts: list[str], raws: list[str]) -> None:
-        base = len(self._keys)
-        self._keys.extend(keys)
-        self._texts.extend(texts)
-        self._raws.extend(raws)
-        # Later rows win: a re-transcription after a model change at the gateway is the truth.
-        self._index.update(zip(keys, range(base, base + len(keys)), strict=True))
+                self._columns.append(table)
 
     def lookup(self, keys: Sequence[str]) -> np.ndarray:
         """Positions of ``keys`` in the loaded rows, ``-1`` where absent (one vectorised pass).
@@ -310,16 +485,16 @@ class Cache:
         [-1]
         """
         self.refresh()
-        get = self._index.get
-        return np.fromiter((get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+        return self._columns.positions(keys)
 
     def text_at(self, position: int) -> str:
         """The cached text at a position returned by :meth:`lookup`."""
-        return self._texts[position]
+        text: str = self._columns.text()[position].as_py()
+        return text
 
     def raw_at(self, position: int) -> dict[str, Any]:
         """The cached response body at a position returned by :meth:`lookup`."""
-        value = json.loads(self._raws[position])
+        value = json.loads(self._columns.raw()[position].as_py())
         return value if isinstance(value, dict) else {}
 
     def raws_at(self, positions: Sequence[int]) -> list[dict[str, Any]]:
@@ -331,15 +506,68 @@ class Cache:
         >>> Cache(tempfile.mkdtemp()).raws_at([])
         []
         """
-        raws = self._raws
+        raws = self._columns.raw().take(pa.array(positions, type=pa.int64())).to_pylist()
         try:
             # One parse of a JSON array instead of one call per row: 3-4 times cheaper.
-            values = json.loads("[" + ",".join([raws[p] for p in positions]) + "]")
+            values = json.loads("[" + ",".join(raws) + "]")
         except ValueError:
             values = None
         if not isinstance(values, list) or len(values) != len(positions):
             return [self.raw_at(p) for p in positions]
         return [v if isinstance(v, dict) else {} for v in values]
+
+    def answers(self, keys: Sequence[str]) -> tuple[np.ndarray, ResultColumns]:
+        """The cached answers of ``keys``, column by column: what a rerun fills its rows from.
+
+        Returns
+        -------
+        (numpy.ndarray, ResultColumns)
+            The indices into ``keys`` of the keys served, ascending, and their answers in
+            that order (the stored text, and what the stored body says). A key whose stored
+            body is not a JSON object is left out (its request is sent again) and its row
+            counted in :attr:`damaged_rows`.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> cache = Cache(tempfile.mkdtemp())
+        >>> cache.add([CacheRecord("k", "url:https://x/a.wav", "m", None, None, "hi",
+        ...                        {"text": "hi", "provider": "p"})])
+        >>> _ = cache.flush()
+        >>> found, answers = cache.answers(["absent", "k"])
+        >>> found.tolist(), answers.text, answers.provider
+        ([1], ['hi'], ['p'])
+        """
+        positions = self.lookup(keys)
+        found = np.flatnonzero(positions >= 0)
+        at = pa.array(positions[found], type=pa.int64())
+        texts = self._columns.text().take(at).to_pylist()
+        raws = self._columns.raw().take(at).combine_chunks()
+        columns = _columns_of_bodies(raws, texts)
+        if columns is not None:
+            return found, columns
+        # A body Arrow does not take as the gateway's JSON: parsed here, as it always was.
+        bodies = self._bodies(raws.to_pylist(), positions[found].tolist())
+        kept = [i for i, body in enumerate(bodies) if body is not None]
+        parsed = [body for body in bodies if body is not None]
+        return found[kept], ResultColumns.from_bodies(parsed, [texts[i] for i in kept])
+
+    def _bodies(self, raws: list[str], positions: list[int]) -> list[dict[str, Any] | None]:
+        """The stored bodies ``raws`` (at ``positions``), parsed; None where one is not a
+        JSON object (counted among the damaged rows of its part)."""
+        try:
+            # One parse of a JSON array instead of one call per row: 3-4 times cheaper.
+            values = json.loads("[" + ",".join(raws) + "]")
+        except (ValueError, RecursionError):
+            values = None
+        if (
+            isinstance(values, list)
+            and len(values) == len(raws)
+            and all(type(v) is dict for v in values)
+        ):
+            return values
+        # A body that is not JSON (or not an object) is in there: one by one, skipping it.
+        return [self._parsed_raw(raw, p) for raw, p in zip(raws, positions, strict=True)]
 
     def get_many(self, keys: Iterable[str]) -> dict[str, TranscriptionResult]:
         """The cached answer of every key the cache holds; keys it does not hold are left out.
@@ -359,30 +587,24 @@ class Cache:
         >>> list(answers), answers["k"].text, answers["k"].provider
         (['k'], 'hi', 'p')
         """
-        self.refresh()
-        get = self._index.get
-        found: dict[str, int] = {}
-        for key in keys:
-            pos = get(key)
-            if pos is not None:
-                found[key] = pos
-        texts = self._texts
-        from_body = TranscriptionResult.from_body
+        wanted = list(dict.fromkeys(keys))
+        positions = self.lookup(wanted)
+        found = np.flatnonzero(positions >= 0)
+        at = pa.array(positions[found], type=pa.int64())
+        texts = self._columns.text().take(at).to_pylist()
+        raws = self._columns.raw().take(at).to_pylist()
+        bodies = self._bodies(raws, positions[found].tolist())
         answers: dict[str, TranscriptionResult] = {}
-        try:
-            raws: list[dict[str, Any] | None] = list(self.raws_at(list(found.values())))
-        except ValueError:  # a body that is not JSON: parse one by one, skip the bad ones
-            raws = [self._parsed_raw(pos) for pos in found.values()]
-        for (key, pos), raw in zip(found.items(), raws, strict=True):
-            if raw is None:
+        for i, text, body in zip(found.tolist(), texts, bodies, strict=True):
+            if body is None:
                 continue  # a miss: the request is sent again
-            raw["text"] = texts[pos]
-            answers[key] = from_body(raw)
+            body["text"] = text
+            answers[wanted[i]] = TranscriptionResult.from_body(body)
         return answers
 
-    def _parsed_raw(self, position: int) -> dict[str, Any] | None:
+    def _parsed_raw(self, raw: str, position: int) -> dict[str, Any] | None:
         try:
-            value = json.loads(self._raws[position])
+            value = json.loads(raw)
         except (ValueError, RecursionError):
             value = None
         if not isinstance(value, dict):
@@ -401,7 +623,7 @@ class Cache:
         True
         """
         pos = int(self.lookup([key])[0])
-        return None if pos < 0 else self._texts[pos]
+        return None if pos < 0 else self.text_at(pos)
 
     # ---------------------------------------------------------------- writing
 
@@ -517,13 +739,9 @@ class Cache:
             raise CacheError(f"cannot write to cache directory {str(self.path)!r}: {err}") from err
         with self._lock:
             self._seen.add(name)
-            self._part_starts.append(len(self._keys))
+            self._part_starts.append(self._columns.rows)
             self._part_names.append(name)
-            self._append_columns(
-                table.column("key").to_pylist(),
-                table.column("text").to_pylist(),
-                table.column("raw").to_pylist(),
-            )
+            self._columns.append(table)
         return len(records)
 
     def _read_whole_part(self, part: str) -> pa.Table:
@@ -626,8 +844,7 @@ class Cache:
                 removed += 1
         with self._lock:
             self._seen.clear()
-            self._keys, self._texts, self._raws = [], [], []
-            self._index.clear()
+            self._columns = _Columns()
             self.damaged.clear()
             self.damaged_rows.clear()
             self._part_starts, self._part_names = [], []
@@ -679,14 +896,9 @@ class Cache:
             self._store.remove(part)
         with self._lock:
             self._seen = {name}
-            self._keys, self._texts, self._raws = [], [], []
-            self._index.clear()
+            self._columns = _Columns()
             self._part_starts, self._part_names = [0], [name]
-            self._append_columns(
-                merged.column("key").to_pylist(),
-                merged.column("text").to_pylist(),
-                merged.column("raw").to_pylist(),
-            )
+            self._columns.append(merged)
         return {
             "parts_before": len(parts),
             "parts_after": len(parts) - len(merged_from) + 1,

@@ -58,17 +58,12 @@ def estimate_request(request: TranscribeRequest) -> Estimate:
             request.model, request.language, request.provider, **request.call_options()
         )
         result = BatchResult.empty(len(request.inputs))
-        jobs = _plan(request.inputs, request.languages, call, result, "store")
+        plan = _plan(request.inputs, request.languages, call, result, "store")
         store = resolve_cache(request.cache)
-        cached = set(store.get_many(jobs)) if store is not None and jobs else set()
-        todo = [job for key, job in jobs.items() if key not in cached]
-        lengths = dict(
-            zip(
-                (job.key for job in todo),
-                measure_seconds(job.source for job in todo),
-                strict=True,
-            )
-        )
+        served = store.answers(plan.keys)[0].tolist() if store is not None and plan.keys else []
+        cached = {plan.keys[k] for k in served}
+        todo = plan.jobs([k for k, key in enumerate(plan.keys) if key not in cached])
+        lengths = dict(zip(todo, measure_seconds(job.source for job in todo.values()), strict=True))
         if todo:
             price = run_price(
                 call.model, embedded=call.embedded, prices=request.prices, client=client
@@ -77,10 +72,10 @@ def estimate_request(request: TranscribeRequest) -> Estimate:
             price = lookup_price(call.model, prices=request.prices)
         limits = LimitBook().limits_for(call.model)
         planned: list[tuple[str, float | None]] = []
-        for key, job in jobs.items():
+        for key, rows in zip(plan.keys, plan.rows_per_key().tolist(), strict=True):
             length = lengths.get(key)
-            pieces = chunk_requests(length, job.source.size, limits) if key in lengths else 1
-            for _ in job.rows:
+            pieces = chunk_requests(length, todo[key].source.size, limits) if key in todo else 1
+            for _ in range(rows):
                 if pieces == 1 or length is None:
                     planned.append((key, length))
                 else:  # each chunk is a request of its own, with its share of the audio

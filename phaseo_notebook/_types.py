@@ -6,11 +6,20 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from math import isfinite
 from typing import Any
 
 from ._exceptions import ConfigurationError
 
-__all__ = ["ProviderOptions", "TranscriptionResult", "coerce_provider", "parse_timed"]
+__all__ = [
+    "BODY_NUMBERS",
+    "BODY_STRINGS",
+    "ProviderOptions",
+    "ResultColumns",
+    "TranscriptionResult",
+    "coerce_provider",
+    "parse_timed",
+]
 
 _LIST_KEYS = ("order", "only", "ignore")
 
@@ -219,4 +228,138 @@ class TranscriptionResult:
             currency=_opt_str(body, "currency"),
             segments=parse_timed(body.get("segments"), "text"),
             words=parse_timed(body.get("words"), "word"),
+        )
+
+
+#: The fields of a success body that a result reads as strings, and as numbers.
+BODY_STRINGS: tuple[str, ...] = ("model", "provider", "language", "requestId", "id", "currency")
+BODY_NUMBERS: tuple[str, ...] = ("duration", "cost_nanos", "cost_cents")
+
+
+def _str_column(bodies: Sequence[Mapping[str, Any]], key: str) -> list[str | None]:
+    """``_opt_str(body, key)`` of every body."""
+    return [v if isinstance(v := b.get(key), str) else None for b in bodies]
+
+
+def _float_column(bodies: Sequence[Mapping[str, Any]], key: str) -> list[float | None]:
+    """``_opt_float(body, key)`` of every body; the usual finite float skips the call."""
+    return [
+        v if (v := b.get(key)) is None or (type(v) is float and isfinite(v)) else _opt_float(b, key)
+        for b in bodies
+    ]
+
+
+def _timed_column(
+    bodies: Mapping[int, Mapping[str, Any]] | Sequence[Mapping[str, Any]],
+    n: int,
+    key: str,
+    label: str,
+) -> list[list[dict[str, Any]] | None]:
+    """``parse_timed(body.get(key), label)`` of every body (most have none: no call)."""
+    if isinstance(bodies, Mapping):
+        out: list[list[dict[str, Any]] | None] = [None] * n
+        for i, body in bodies.items():
+            out[i] = parse_timed(body.get(key), label)
+        return out
+    return [None if (v := b.get(key)) is None else parse_timed(v, label) for b in bodies]
+
+
+@dataclass(frozen=True, slots=True)
+class ResultColumns:
+    """Many transcriptions column by column: what :meth:`TranscriptionResult.from_body`
+    reads from each body, with no object per answer.
+
+    A rerun served from the cache fills every row from here; building one
+    :class:`TranscriptionResult` per cached row cost more than reading the cache.
+
+    Examples
+    --------
+    >>> cols = ResultColumns.from_bodies([{"provider": "p", "cost_cents": 2}], ["hi"])
+    >>> cols.text, cols.provider, cols.cost, len(cols)
+    (['hi'], ['p'], [0.02], 1)
+    """
+
+    text: list[str]
+    model: list[str | None]
+    provider: list[str | None]
+    language: list[str | None]
+    duration: list[float | None]
+    request_id: list[str | None]
+    cost: list[float | None]
+    currency: list[str | None]
+    segments: list[list[dict[str, Any]] | None]
+    words: list[list[dict[str, Any]] | None]
+
+    def __len__(self) -> int:
+        return len(self.text)
+
+    @classmethod
+    def from_bodies(
+        cls, bodies: Sequence[Mapping[str, Any]], texts: Sequence[str]
+    ) -> ResultColumns:
+        """The columns of decoded success bodies, each with its own ``text``.
+
+        The same rules as :meth:`TranscriptionResult.from_body`, field by field; ``texts``
+        stands for each body's ``text`` (the cache stores it apart from the body).
+        """
+        return cls.from_fields(
+            {key: _str_column(bodies, key) for key in BODY_STRINGS},
+            {key: _float_column(bodies, key) for key in BODY_NUMBERS},
+            texts,
+            bodies,
+        )
+
+    @classmethod
+    def from_fields(
+        cls,
+        strings: Mapping[str, list[str | None]],
+        numbers: Mapping[str, list[float | None]],
+        texts: Sequence[str],
+        timed: Mapping[int, Mapping[str, Any]] | Sequence[Mapping[str, Any]],
+    ) -> ResultColumns:
+        """The columns of bodies already split into fields.
+
+        Parameters
+        ----------
+        strings, numbers
+            Each field of :data:`BODY_STRINGS` and :data:`BODY_NUMBERS` as a column: the
+            field where it is a string (a finite number), else None, as ``_opt_str``
+            (``_opt_float``) reads it.
+        texts
+            The text of each answer.
+        timed
+            The bodies (all, or by index those that may hold ``segments`` or ``words``).
+
+        Examples
+        --------
+        >>> cols = ResultColumns.from_fields(
+        ...     {"requestId": [""], "id": ["r1"]}, {"cost_nanos": [2e6]}, ["hi"], {})
+        >>> cols.request_id, cols.cost, cols.segments
+        (['r1'], [0.002], [None])
+        """
+        n = len(texts)
+        none: list[Any] = [None] * n
+
+        def text_of(key: str) -> list[str | None]:
+            return strings.get(key) or list(none)
+
+        def number_of(key: str) -> list[float | None]:
+            return numbers.get(key) or list(none)
+
+        return cls(
+            text=list(texts),
+            model=text_of("model"),
+            provider=text_of("provider"),
+            language=text_of("language"),
+            duration=number_of("duration"),
+            request_id=[
+                a or b or None for a, b in zip(text_of("requestId"), text_of("id"), strict=True)
+            ],
+            cost=[
+                c / 1e9 if c is not None else (d / 100 if d is not None else None)
+                for c, d in zip(number_of("cost_nanos"), number_of("cost_cents"), strict=True)
+            ],
+            currency=text_of("currency"),
+            segments=_timed_column(timed, n, "segments", "text"),
+            words=_timed_column(timed, n, "words", "word"),
         )

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import subprocess
 import sys
 import textwrap
+import uuid
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import phaseo_notebook as pn
 from phaseo_notebook._audio import normalize_audio
-from phaseo_notebook._cache import CACHE_FORMAT_VERSION, CacheRecord, cache_key
+from phaseo_notebook._cache import (
+    CACHE_FORMAT_VERSION,
+    CACHE_SCHEMA,
+    CacheKeys,
+    CacheRecord,
+    cache_key,
+)
+from phaseo_notebook._types import ResultColumns, TranscriptionResult
 
 from .conftest import REPO_ROOT, make_wav
 
@@ -236,3 +248,160 @@ def test_cache_and_review_log_write_parts_the_same_way(tmp_path: Path) -> None:
     assert len(writes) == 2 and all(n.startswith("part-") for n in writes)
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
     assert len(pd.read_parquet(tmp_path / "reviews")) == 1
+
+
+# Bodies as the gateway (or a sloppy or hostile one) may answer them: every field of every
+# type a result reads, so both ways of reading stored bodies are held to the same rules.
+ODD_BODIES: list[dict[str, object]] = [
+    {"provider": "p", "duration": 1.5, "cost_nanos": 1_500_000, "requestId": "r1"},
+    {"model": "m", "language": "en", "duration": 2, "cost_cents": 3, "id": "i", "currency": "USD"},
+    {"requestId": "", "id": "fallback", "cost_nanos": 0, "cost_cents": 7},
+    {"duration": float("nan"), "cost_nanos": float("inf"), "provider": None},
+    {"duration": 10**30, "cost_cents": -2.5, "language": ""},
+    {"segments": [{"start": 0, "end": 1.5, "text": " hi", "id": 0}, {"start": "x"}, "no"]},
+    {"words": [{"start": 0.0, "end": 0.5, "word": "hi"}], "segments": []},
+    {"extra": {"nested": [1, {"segments": "not these"}]}, "provider": "é\u2028"},
+    {},
+]
+# Bodies json reads its own way: another type for a field, a number beyond a double,
+# a duplicate key, a line break between tokens, an escaped key.
+STUBBORN_RAWS = [
+    '{"provider": 3, "duration": "1.5", "model": true}',
+    '{"duration": 1e400, "cost_nanos": 123456789012345678901234567890}',
+    '{"provider": "first", "provider": "second"}',
+    '{"provider":\n"p", "duration": 1.0}',
+    '{"\\u0073egments": [{"start": 0, "end": 1, "text": "x"}], "language": "fr"}',
+    '{"duration": false, "cost_cents": [1]}',
+]
+
+
+def expected_columns(bodies: list[dict[str, object]], texts: list[str]) -> dict[str, list[object]]:
+    """What building one TranscriptionResult per body gives, column by column."""
+    results = [
+        TranscriptionResult.from_body({**body, "text": text})
+        for body, text in zip(bodies, texts, strict=True)
+    ]
+    names = [f.name for f in dataclasses.fields(ResultColumns)]
+    return {name: [getattr(r, name) for r in results] for name in names}
+
+
+def as_dict(columns: ResultColumns) -> dict[str, list[object]]:
+    return {f.name: getattr(columns, f.name) for f in dataclasses.fields(columns)}
+
+
+def same(a: dict[str, list[object]], b: dict[str, list[object]]) -> bool:
+    # NaN never appears (it reads as None): plain equality, with types checked too.
+    return a == b and all([type(x) for x in a[name]] == [type(y) for y in b[name]] for name in a)
+
+
+def write_raw_part(directory: Path, keys: list[str], raws: list[str]) -> None:
+    """A part whose bodies are exactly ``raws`` (not what json.dumps would write)."""
+    n = len(keys)
+    table = pa.table(
+        {
+            "key": keys,
+            "identity": keys,
+            "model": ["m"] * n,
+            "language": [None] * n,
+            "provider": [None] * n,
+            "text": [f"text of {k}" for k in keys],
+            "raw": raws,
+            "created": pa.array([0] * n, type=pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+        },
+        schema=CACHE_SCHEMA,
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, directory / f"part-{uuid.uuid4().hex}.parquet")
+
+
+def test_result_columns_follow_the_rules_of_one_result_per_body() -> None:
+    texts = [f"t{i}" for i in range(len(ODD_BODIES))]
+    assert same(
+        as_dict(ResultColumns.from_bodies(ODD_BODIES, texts)), expected_columns(ODD_BODIES, texts)
+    )
+
+
+def test_stored_bodies_are_read_as_one_result_per_body_would_read_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = pn.Cache(tmp_path)
+    keys = [f"k{i}" for i in range(len(ODD_BODIES))]
+    cache.add(
+        CacheRecord(key, key, "m", None, None, f"text {key}", dict(body))
+        for key, body in zip(keys, ODD_BODIES, strict=True)
+    )
+    cache.flush()
+    # Every body here is plain JSON on one line: read without one json.loads per row.
+    monkeypatch.setattr(pn.Cache, "_bodies", lambda *a: pytest.fail("bodies parsed one by one"))
+    found, columns = pn.Cache(tmp_path).answers(["absent", *keys])
+    assert found.tolist() == list(range(1, len(keys) + 1))
+    want = expected_columns(ODD_BODIES, [f"text {key}" for key in keys])
+    assert same(as_dict(columns), want)
+
+
+@pytest.mark.parametrize("stubborn", STUBBORN_RAWS)
+def test_a_body_arrow_reads_otherwise_is_read_by_json_with_the_rest(
+    tmp_path: Path, stubborn: str
+) -> None:
+    raws = [json.dumps(body) for body in ODD_BODIES[:3]] + [stubborn]
+    keys = [f"k{i}" for i in range(len(raws))]
+    write_raw_part(tmp_path, keys, raws)
+    found, columns = pn.Cache(tmp_path).answers(keys)
+    assert found.tolist() == list(range(len(keys)))
+    bodies = [json.loads(raw) for raw in raws]
+    assert same(as_dict(columns), expected_columns(bodies, [f"text of {k}" for k in keys]))
+    answers = pn.Cache(tmp_path).get_many(keys)
+    assert [answers[k].duration for k in keys] == columns.duration
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "{not json}",
+        '{"provider": "x"} {"provider": "y"}',  # two objects: one line, two records
+        '{"provider": "x"}\n{"provider": "y"}',
+    ],
+)
+def test_a_body_that_is_not_one_json_object_is_a_miss_and_a_damaged_row(
+    tmp_path: Path, bad: str
+) -> None:
+    write_raw_part(
+        tmp_path, ["first", "bad", "last"], ['{"provider": "p"}', bad, '{"provider": "q"}']
+    )
+    cache = pn.Cache(tmp_path)
+    found, columns = cache.answers(["bad", "first", "last"])
+    assert found.tolist() == [1, 2] and columns.provider == ["p", "q"]
+    assert sum(cache.damaged_rows.values()) == 1
+
+
+def test_later_rows_of_a_key_win_across_parts(tmp_path: Path) -> None:
+    many = [record(i) for i in range(100)]  # enough keys for a lookup by one join
+    first = pn.Cache(tmp_path)
+    first.add([*many, record(1, "old")])
+    first.flush()
+    reader = pn.Cache(tmp_path)
+    keys = [r.key for r in many]
+    assert reader.answers(keys)[1].text[:3] == ["text 0", "old", "text 2"]
+    second = pn.Cache(tmp_path)
+    second.add([record(1, "new"), record(2, "new")])
+    second.flush()
+    # A part written since the last lookup is read, and its rows win, whichever way.
+    assert reader.answers(keys)[1].text[:3] == ["text 0", "new", "new"]
+    assert reader.answers(keys[:3])[1].text == ["text 0", "new", "new"]
+    assert pn.Cache(tmp_path).answers(keys[:3])[1].text == ["text 0", "new", "new"]
+    by_dict = [*reader.lookup(keys[:50]).tolist(), *reader.lookup(keys[50:]).tolist()]
+    assert reader.lookup(keys).tolist() == by_dict  # one join finds what two dict lookups find
+
+
+def test_cache_keys_are_the_keys_of_cache_key() -> None:
+    keys = CacheKeys("m", '{"only":["a"]}', '{"prompt":"p"}', origin="https://gw:443/v1")
+    identities = ["url:https://x/a.wav", "ab" * 32, "url:https://x/\u00e9\ud800.wav"]
+    for language in (None, "en"):
+        want = [
+            cache_key(
+                i, "m", language, '{"only":["a"]}', '{"prompt":"p"}', origin="https://gw:443/v1"
+            )
+            for i in identities
+        ]
+        assert keys.many(identities, language) == want
+        assert [keys.of(i, language) for i in identities] == want

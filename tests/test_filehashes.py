@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 
 from phaseo_notebook import _audio
-from phaseo_notebook._audio import AudioSource
+from phaseo_notebook._audio import AudioSource, normalize_audio
 from phaseo_notebook._batch import transcribe_many_sync
 from phaseo_notebook._engines import fake_transcript
 from phaseo_notebook._filehashes import FILE_NAME, FileHashes
@@ -111,3 +112,51 @@ def test_only_plain_paths_are_looked_up(tmp_path: Path, monkeypatch: pytest.Monk
     for text in ("https://example.com/a.wav", "http:x.wav", "data:audio/wav;base64,AA", " ", ""):
         assert hashes.source(text) is None, text
     assert hashes.source(str(tmp_path / "missing.wav")) is None
+
+
+def test_lookup_finds_an_unchanged_file_however_its_path_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clip = tmp_path / "d" / "clip.wav"
+    clip.parent.mkdir()
+    write_old(clip, make_wav(4))
+    run([clip], tmp_path / "cache")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    texts = [str(clip), "d/clip.wav", "d/../d/clip.wav", "~/d/clip.wav", str(clip.parent)]
+    found = FileHashes(tmp_path / "cache").lookup([*texts, "d/missing.wav", "https://x/a.wav"])
+    digest = hashlib.sha256(make_wav(4)).hexdigest()
+    assert [f and f.sha256 for f in found] == [digest] * 4 + [None] * 3
+    # What a request needs, without opening the file: as normalize_audio describes it.
+    for text, remembered in zip(texts, found, strict=False):
+        if remembered is not None:
+            source, checked = remembered.source(text), normalize_audio(text)
+            assert (source.path, source.format, source.size, source.label) == (
+                checked.path,
+                checked.format,
+                checked.size,
+                checked.label,
+            )
+
+
+@pytest.mark.parametrize("change", ["size", "mtime"])
+def test_lookup_misses_a_file_changed_since_it_was_hashed(tmp_path: Path, change: str) -> None:
+    clip = tmp_path / "clip.wav"
+    write_old(clip, make_wav(5))
+    run([clip], tmp_path / "cache")
+    assert FileHashes(tmp_path / "cache").lookup([str(clip)])[0] is not None
+    if change == "size":
+        write_old(clip, make_wav(5, seconds=0.2))
+    else:
+        write_old(clip, make_wav(6), mtime_ns=LONG_AGO_NS + 1)
+    assert FileHashes(tmp_path / "cache").lookup([str(clip)]) == [None]
+
+
+def test_a_file_name_that_is_not_utf8_is_transcribed_and_never_remembered(
+    tmp_path: Path,
+) -> None:
+    name = os.fsdecode(os.fsencode(tmp_path) + b"/clip-\xff.wav")
+    write_old(Path(name), make_wav(7))
+    assert run([Path(name)], tmp_path / "cache") == [fake_transcript(make_wav(7))]
+    assert run([Path(name)], tmp_path / "cache") == [fake_transcript(make_wav(7))]
+    assert FileHashes(tmp_path / "cache").lookup([name]) == [None]
