@@ -13,6 +13,11 @@ the very code the httpx path runs, and foreign errors reach
 :func:`._base_client.map_transport_errors` as raw aiohttp errors it already translates.
 Only the async client's POSTs with the default transport come here: downloads of URL
 inputs, the sync client and custom transports (``MockTransport``) stay on httpx.
+
+aiohttp is imported with the package, not on the first request: its import (about 0.15 s,
+two TLS contexts built at module level included) is paid once, where imports are, instead
+of delaying the first run. Every way of transcribing needs it (the local gateway is an
+aiohttp server too).
 """
 
 from __future__ import annotations
@@ -20,15 +25,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import aiohttp
 import httpx
+import yarl
 
 from . import _constants as C
 from ._response_limit import too_large
-
-if TYPE_CHECKING:
-    import aiohttp
 
 __all__ = ["AiohttpSender", "encode_multipart"]
 
@@ -129,8 +133,6 @@ class AiohttpSender:
         self._frames: dict[tuple[int, str], tuple[object, bytes, bytes]] = {}
 
     def _open(self, url: str) -> aiohttp.ClientSession:
-        import aiohttp
-
         ssl: Any = True
         if self._verify_tls and url.startswith("https:"):
             ssl = httpx.create_ssl_context()
@@ -174,8 +176,6 @@ class AiohttpSender:
         session = self._session or self._open(url)
         target = self._urls.get(url)
         if target is None:
-            import yarl
-
             target = self._urls[url] = yarl.URL(url)
         async with session.post(
             target,
