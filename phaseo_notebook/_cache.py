@@ -530,6 +530,7 @@ class Cache:
         Examples
         --------
         >>> import tempfile
+        >>> from phaseo_notebook._cache import CacheRecord
         >>> cache = Cache(tempfile.mkdtemp())
         >>> cache.add([CacheRecord("k", "url:https://x/a.wav", "m", None, None, "hi",
         ...                        {"text": "hi", "provider": "p"})])

@@ -285,11 +285,20 @@ class _SlowSequence(list[bytes]):
         self._delay = delay
         self._slept = False
 
-    def __getitem__(self, index):  # type: ignore[no-untyped-def]
+    def _first_read(self) -> None:
         if not self._slept:
             self._slept = True
             time.sleep(self._delay)
+
+    # The engine may index the inputs or iterate over them: the first read of either kind
+    # is the slow one.
+    def __getitem__(self, index):  # type: ignore[no-untyped-def]
+        self._first_read()
         return super().__getitem__(index)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        self._first_read()
+        return super().__iter__()
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), 0, -2, True, "5"])
