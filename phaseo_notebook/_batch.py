@@ -267,6 +267,19 @@ class _Job:
     #: Audio seconds, for the budget's estimate (None: unknown or not needed).
     seconds: float | None = None
 
+    def record(self, text: str, raw: dict[str, Any]) -> CacheRecord:
+        """The cache record of this request's answer (``text``, and the body ``raw``)."""
+        call = self.call
+        return CacheRecord(
+            key=self.key,
+            identity=self.identity,
+            model=call.model,
+            language=call.language,
+            provider=call.provider_json,
+            text=text,
+            raw=raw,
+        )
+
 
 @dataclass
 class BatchResult:
@@ -1082,20 +1095,7 @@ async def _send_all(
                 limiter.policy.on_success()
                 _fill(result, job.rows, outcome, time.monotonic() - t0)
                 if store is not None:
-                    call = job.call
-                    store.add(
-                        [
-                            CacheRecord(
-                                key=job.key,
-                                identity=job.identity,
-                                model=call.model,
-                                language=call.language,
-                                provider=call.provider_json,
-                                text=outcome.text,
-                                raw=outcome.raw,
-                            )
-                        ]
-                    )
+                    store.add([job.record(outcome.text, outcome.raw)])
                 bar.update(len(job.rows), sent=1)
             elif isinstance(outcome, FATAL_ERRORS):
                 stop.append(outcome)

@@ -58,7 +58,7 @@ from urllib.parse import urlsplit
 
 from ._audio import AudioSource
 from ._base_client import options_json
-from ._cache import Cache, CacheRecord, cache_key
+from ._cache import Cache, cache_key
 from ._chunking import Chunk, _Planner, aplan_chunks, chunk_requests, needs_chunking
 from ._duration import audio_seconds
 from ._exceptions import APIStatusError, AudioInputError
@@ -403,20 +403,7 @@ class LongAudio:
         self._release(ref)
         f = ref.file
         if self.store is not None:
-            call = job.call
-            self.store.add(
-                [
-                    CacheRecord(
-                        key=job.key,
-                        identity=job.identity,
-                        model=call.model,
-                        language=call.language,
-                        provider=call.provider_json,
-                        text=outcome.text,
-                        raw=outcome.raw,
-                    )
-                ]
-            )
+            self.store.add([job.record(outcome.text, outcome.raw)])
         if ref.generation != f.generation or f.finished:
             return
         self._record(f, ref.index, ref.start, ref.end, outcome)
@@ -559,20 +546,7 @@ class LongAudio:
 
         _fill(self.result, job.rows, answer, latency=None)
         if self.store is not None:
-            call = job.call
-            self.store.add(
-                [
-                    CacheRecord(
-                        key=job.key,
-                        identity=job.identity,
-                        model=call.model,
-                        language=call.language,
-                        provider=call.provider_json,
-                        text=answer.text,
-                        raw=raw,
-                    )
-                ]
-            )
+            self.store.add([job.record(answer.text, raw)])
         self._finish_unit(f, errors=0)
 
     def _fail(self, f: _File, text: str) -> None:
