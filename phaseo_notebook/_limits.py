@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from phaseo_notebook._constants import MAX_AUDIO_BYTES
+from phaseo_notebook._types import finite_float
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -208,13 +209,8 @@ def _seconds_from_text(text: str) -> float | None:
 
 
 def _positive_number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return number if math.isfinite(number) and number > 0 else None
+    number = finite_float(value, strings=True)
+    return number if number is not None and number > 0 else None
 
 
 def learn_from_refusal(

@@ -20,10 +20,11 @@ Examples
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+
+from ._types import finite_float
 
 __all__ = ["PROMPT_MAX_CHARS", "ChunkTranscript", "StitchedTranscript", "chained_prompt", "stitch"]
 
@@ -77,16 +78,6 @@ class StitchedTranscript:
     duration: float
 
 
-def _time(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _shift(
     items: Sequence[Mapping[str, Any]], start: float, end: float
 ) -> Iterable[dict[str, Any]]:
@@ -94,7 +85,8 @@ def _shift(
     for item in items:
         if not isinstance(item, Mapping):
             continue
-        lo, hi = _time(item.get("start")), _time(item.get("end"))
+        lo = finite_float(item.get("start"), strings=True)
+        hi = finite_float(item.get("end"), strings=True)
         if lo is None or hi is None:
             continue
         # A model may place a time a little past its chunk's end; clamping keeps the

@@ -148,15 +148,31 @@ def _opt_str(body: Mapping[str, Any], key: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _opt_float(body: Mapping[str, Any], key: str) -> float | None:
-    value = body.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float):
+def finite_float(value: Any, *, strings: bool = False) -> float | None:
+    """A number from a gateway's JSON as a finite float, or None.
+
+    Booleans, other types, NaN, infinities and integers too large for a float (hundreds of
+    digits, from a hostile body) are None; with ``strings``, numeric text is read too.
+
+    Examples
+    --------
+    >>> finite_float(3), finite_float(True), finite_float("2.5"), finite_float("2.5", strings=True)
+    (3.0, None, None, 2.5)
+    >>> finite_float(10**400) is None, finite_float(float("nan")) is None
+    (True, True)
+    """
+    kinds = (int, float, str) if strings else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
         return None
     try:
         number = float(value)
-    except OverflowError:  # an integer of hundreds of digits from a hostile body
+    except (ValueError, OverflowError):
         return None
     return number if math.isfinite(number) else None
+
+
+def _opt_float(body: Mapping[str, Any], key: str) -> float | None:
+    return finite_float(body.get(key))
 
 
 @dataclass(frozen=True, slots=True)

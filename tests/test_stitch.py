@@ -76,6 +76,18 @@ def test_times_past_a_chunks_end_are_kept_inside_it() -> None:
     assert [(s["start"], s["end"]) for s in out.segments] == [(9.5, 10.0), (10.0, 10.5)]
 
 
+def test_times_no_float_can_hold_are_dropped_not_fatal() -> None:
+    # A hostile answer's integer of 400 digits: the item has no usable time, like "x" above.
+    parts = [
+        ChunkTranscript(0.0, 10.0, "a", segments=[{"start": 10**400, "end": 1, "text": "a"}]),
+        ChunkTranscript(10.0, 20.0, "b", words=[{"start": 0.5, "end": 10**400, "word": "b"}]),
+    ]
+    out = stitch(parts)
+    assert out.text == "a b" and out.words == []
+    # Chunk "a"'s only segment is dropped; chunk "b" had none, so it is one segment whole.
+    assert out.segments == [{"start": 10.0, "end": 20.0, "text": "b"}]
+
+
 def test_no_chunks() -> None:
     out = stitch([])
     assert (out.text, out.segments, out.words, out.duration) == ("", [], None, 0.0)
