@@ -111,7 +111,7 @@ def _by_wave(target: Path | bytes) -> Header | None:
     try:
         with _open(target) as fh, contextlib.closing(wave.open(fh, "rb")) as w:
             rate, frames = w.getframerate(), w.getnframes()
-    except (wave.Error, EOFError, OSError):
+    except Exception:  # besides wave.Error, a malformed chunk header raises RuntimeError
         return None
     return Header(_positive(frames / rate) if rate else None, "wave")
 
