@@ -7,8 +7,9 @@
 >>> pn.widgets.read_reviews("reviews")  # the same from disk, one row per item  # doctest: +SKIP
 
 Both are ipywidgets 8 widgets (display them as the last expression of a cell) and thin fronts
-over the batch engine; with no API key they use the embedded offline engine. Keyboard
-shortcuts of the review cell need ``anywidget`` (``pip install 'phaseo-notebook[widgets]'``).
+over the batch engine; with no API key they use the embedded offline engine. The review
+cell's text box and keyboard shortcuts need ``anywidget``
+(``pip install 'phaseo-notebook[widgets]'``).
 ``save_to`` is a directory holding the decision log (one Parquet part per decision, so
 ``pd.read_parquet`` reads the history); :func:`read_reviews` reads its final state.
 """
